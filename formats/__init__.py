@@ -1,0 +1,91 @@
+"""Input model formats, detected from the file's content (never its suffix).
+
+Each format is one flat module with `NAME`, `detect(path)`, `load(path)`, `to_onnx(...)` and
+`baseline_runner(...)`. FORMATS lists them in detection priority. Importing this package
+imports no heavy framework: each module imports torch/onnx/... inside its functions.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+from formats import onnx_model, pytorch_checkpoint, torchscript
+from formats.errors import UnsupportedFormatError
+
+FORMATS: tuple[ModuleType, ...] = (torchscript, pytorch_checkpoint, onnx_model)
+
+# How many files of a version folder are looked at when searching for the model file.
+_MAX_SCAN = 2000
+
+
+def detect_format(path: str) -> ModuleType:
+    """The format module whose content sniffing accepts `path`, or UnsupportedFormatError."""
+    if not os.path.exists(path):
+        raise UnsupportedFormatError(f"model file not found: {path}")
+    for fmt in FORMATS:
+        if fmt.detect(path):
+            return fmt
+    raise UnsupportedFormatError(
+        f"{path} is not a supported model: its content is none of "
+        f"{', '.join(f.NAME for f in FORMATS if f is not pytorch_checkpoint)}. "
+        "Give the model file itself (for example model.onnx or a TorchScript model.pt)."
+    )
+
+
+def detect_format_name(path: str) -> str:
+    """The format name of a model file, or of the one model file inside a folder."""
+    return detect_format(find_model_file(path)).NAME
+
+
+def find_model_file(path: str, model_file: str | None = None) -> str:
+    """The model file to optimize: `path` itself, or the one model file inside a folder.
+
+    A folder holding several model files needs `model_file` (a path relative to it).
+    """
+    if model_file:
+        return _named_model_file(path, model_file)
+    if not os.path.isdir(path):
+        return path
+    found = [f for f in _files_under(path) if _detects(f)]
+    models = [f for f in found if detect_format(f) is not pytorch_checkpoint] or found
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        raise UnsupportedFormatError(
+            f"no model file found in {path}: none of its files is a supported model "
+            f"({', '.join(f.NAME for f in FORMATS if f is not pytorch_checkpoint)})."
+        )
+    names = ", ".join(os.path.relpath(f, path) for f in models)
+    raise UnsupportedFormatError(
+        f"{path} holds several model files ({names}); choose one with --model-file NAME."
+    )
+
+
+def _named_model_file(path: str, model_file: str) -> str:
+    home = path if os.path.isdir(path) else os.path.dirname(path)
+    full = os.path.normpath(os.path.join(home, model_file))
+    if os.path.relpath(full, home).startswith(".."):
+        raise UnsupportedFormatError(f"--model-file {model_file!r} is outside {home}.")
+    if not os.path.isfile(full):
+        raise UnsupportedFormatError(f"--model-file {model_file!r} not found in {home}.")
+    return full
+
+
+def _files_under(folder: str) -> list[str]:
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith("."))
+        if len(files) > _MAX_SCAN:
+            break
+    return files[:_MAX_SCAN]
+
+
+def _detects(path: str) -> bool:
+    return any(fmt.detect(path) for fmt in FORMATS)
+
+
+def model_home(model_path: str) -> str:
+    """The model's home directory: the folder given, or the folder holding the file."""
+    return os.path.abspath(model_path if os.path.isdir(model_path) else os.path.dirname(model_path))

@@ -1,0 +1,58 @@
+"""The one error hierarchy of accelflow.
+
+Every error a user can cause derives from AccelflowError: the command line prints its
+message (what failed, on which input, what to do) without a traceback. Anything else
+is a bug and keeps its traceback.
+"""
+
+
+class AccelflowError(Exception):
+    """A problem with the user's input, environment or model; the message says how to fix it."""
+
+
+class SpecError(AccelflowError):
+    """Tensor information that cannot be parsed or does not fit together."""
+
+
+class UnsupportedFormatError(AccelflowError):
+    """A model file that is not one of the supported formats, or is unreadable."""
+
+
+class MissingDependencyError(AccelflowError):
+    """An optional backend is not installed; the message names the extra to install."""
+
+
+class ConversionError(AccelflowError):
+    """The model could not be converted to ONNX or built by an engine."""
+
+
+class ModelMismatchError(AccelflowError):
+    """Tensor information that does not match the model's own inputs."""
+
+
+class AccuracyError(AccelflowError):
+    """No optimized candidate stayed within the accuracy tolerances."""
+
+
+class DeviceError(AccelflowError):
+    """An unknown device, or one that is not present on this machine."""
+
+
+class EngineError(AccelflowError):
+    """An engine that is missing, of the wrong version, or unable to load a result."""
+
+
+class RepositoryError(AccelflowError):
+    """A model repository entry that is missing, malformed or cannot be written."""
+
+
+class OutputPathError(AccelflowError):
+    """An output path that overlaps the model's home directory or cannot be written."""
+
+
+def missing_dependency(module: str, extra: str | None = None) -> MissingDependencyError:
+    """The error for an import that failed, naming the extra (or core install) that brings it."""
+    target = f'".[{extra}]"' if extra else "."
+    return MissingDependencyError(
+        f"{module} is not installed; install it with: pip install -e {target}"
+    )
