@@ -1,0 +1,412 @@
+"""Render a TaskReport as JSON, Markdown, self-contained HTML, an artifact table and console lines.
+
+The report content is built once as a list of neutral blocks (heading, paragraph, list,
+table, plot) and each format only renders those blocks, so Markdown and HTML never
+disagree about what a report says.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from reports.results import Accuracy, Candidate, LatencyStats, OutputAccuracy, Speedup, TaskReport
+
+NA = "n/a"
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def to_json(report: TaskReport) -> str:
+    """report.json: dataclass field order (stable), NaN/inf as null, numpy scalars as Python."""
+    return json.dumps(_json_safe(report.to_dict()), indent=2, allow_nan=False)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        return [_json_safe(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # paths, dates, enums: their text is what a reader wants
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_report(report: TaskReport, folder: str) -> dict[str, str]:
+    """Write report.json, report.md and report.html into folder; return their paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {
+        "json": os.path.join(folder, "report.json"),
+        "markdown": os.path.join(folder, "report.md"),
+        "html": os.path.join(folder, "report.html"),
+    }
+    texts = {"json": to_json(report), "markdown": to_markdown(report), "html": to_html(report)}
+    for kind, path in paths.items():
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(texts[kind])
+    return paths
+
+
+# ---------------------------------------------------------------- number formats
+
+
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def fmt_ms(x: float | None) -> str:
+    """About three significant figures, never scientific: 123.4, 12.35, 1.23, 0.0123."""
+    if _missing(x):
+        return NA
+    if abs(x) >= 100:
+        return f"{x:,.1f}"
+    return f"{x:.2f}" if abs(x) >= 1 else f"{x:.3g}"
+
+
+def fmt_sci(x: float | None) -> str:
+    return NA if _missing(x) else f"{x:.2e}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return NA if _missing(x) else f"{x:.2f}x"
+
+
+def fmt_speedup(s: Speedup | None) -> str:
+    if s is None or _missing(s.ratio):
+        return NA
+    return f"{fmt_ratio(s.ratio)} ({s.confidence:.0%} CI {s.ci_low:.2f}-{s.ci_high:.2f})"
+
+
+def fmt_shapes(shapes: dict[str, list[int]]) -> str:
+    """Shapes in the tensor-information grammar: `input_ids: 1*128`."""
+    return "; ".join(f"{name}: {'*'.join(str(d) for d in dims)}" for name, dims in shapes.items())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}" if math.isfinite(value) else NA
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(_json_safe(value))
+    return str(value)
+
+
+# ---------------------------------------------------------------- report content
+
+
+class ShapeRow(NamedTuple):
+    point: str
+    shapes: dict[str, list[int]]
+    baseline: LatencyStats | None
+    optimized: LatencyStats | None
+    speedup: Speedup | None
+
+
+def selected_candidate(report: TaskReport) -> Candidate | None:
+    return next((c for c in report.candidates if c.selected), None)
+
+
+def shape_rows(report: TaskReport) -> list[ShapeRow]:
+    """Per shape point: the selected candidate's paired timings, else the report's dicts."""
+    chosen = selected_candidate(report)
+    if chosen is not None and chosen.benchmarks:
+        return [ShapeRow(b.shape_point, b.shapes, b.baseline, b.optimized, b.speedup) for b in chosen.benchmarks]
+    points = list(dict.fromkeys([*report.baseline, *report.optimized]))
+    return [ShapeRow(p, {}, report.baseline.get(p), report.optimized.get(p), None) for p in points]
+
+
+def worst_output(accuracy: Accuracy | None) -> OutputAccuracy | None:
+    """A failing output first; otherwise the largest abs diff relative to the output's range."""
+    if accuracy is None or not accuracy.outputs:
+        return None
+
+    def badness(o: OutputAccuracy) -> tuple:
+        relative = o.max_abs_diff / o.scale if o.scale and not _missing(o.scale) else o.max_abs_diff
+        return (not o.passed, -math.inf if _missing(relative) else relative)
+
+    return max(accuracy.outputs, key=badness)
+
+
+def accuracy_verdict(accuracy: Accuracy | None) -> str:
+    if accuracy is None:
+        return "not checked"
+    verdict = "passed" if accuracy.passed else f"failed: {accuracy.reason or 'outside tolerance'}"
+    worst = worst_output(accuracy)
+    if worst is None:
+        return f"{verdict} ({accuracy.draws} draws)"
+    return (
+        f"{verdict} ({accuracy.draws} draws); worst output {worst.output}: "
+        f"max abs diff {fmt_sci(worst.max_abs_diff)}, cosine {_fmt_cosine(worst.cosine_similarity)}"
+    )
+
+
+def _fmt_cosine(x: float | None) -> str:
+    return NA if _missing(x) else f"{x:.7f}"
+
+
+def _candidate_verdict(cand: Candidate) -> str:
+    if cand.error:
+        return f"error: {cand.error}"
+    if cand.accuracy is None:
+        return "not checked"
+    return "passed" if cand.accuracy.passed else f"failed: {cand.accuracy.reason or 'outside tolerance'}"
+
+
+def failure_reasons(report: TaskReport) -> list[str]:
+    reasons = [f"{c.engine} {c.engine_version} {c.precision}: {_candidate_verdict(c)}" for c in report.candidates]
+    return reasons or ["no candidate was built"]
+
+
+def _blocks(report: TaskReport) -> list[tuple]:
+    """The whole report as ("h1"|"h2"|"p"|"list"|"table"|"plot", ...) blocks of plain text."""
+    return [
+        ("h1", f"accelflow report: {report.task_name}"),
+        *([("p", f"Created {report.created}")] if report.created else []),
+        *_headline_blocks(report),
+        *_settings_blocks(report),
+        *_shape_blocks(report),
+        *_accuracy_blocks(report),
+        *_candidate_blocks(report),
+        *_timing_blocks(report),
+        ("h2", "Library versions"),
+        _kv_table(report.library_versions, "library", "version"),
+        ("h2", "Machine"),
+        _kv_table(report.machine, "property", "value"),
+        *([("h2", "Notes"), ("list", list(report.notes))] if report.notes else []),
+    ]
+
+
+def _headline_blocks(report: TaskReport) -> list[tuple]:
+    if selected_candidate(report) is None:
+        return [
+            ("h2", "Result"),
+            ("p", "No candidate passed, so there is no optimized model. What each candidate did:"),
+            ("list", failure_reasons(report)),
+        ]
+    points = len(report.optimized) or len(shape_rows(report))
+    return [
+        ("h2", "Result"),
+        ("list", [
+            f"Speed-up: {fmt_ratio(report.speedup)} (geometric mean of p50 speed-ups over {points} shape points)",
+            f"Engine: {report.engine} {report.engine_version}, precision {report.precision}",
+            f"Accuracy: {accuracy_verdict(report.accuracy)}",
+            f"Build time: {report.build_seconds:.1f} s",
+        ]),
+    ]
+
+
+def _settings_blocks(report: TaskReport) -> list[tuple]:
+    fixed = {
+        "task name": report.task_name, "model": report.model, "version": report.version,
+        "format": report.format, "level": report.level, "device": report.device,
+    }
+    blocks = [("h2", "Settings"), _kv_table({**fixed, **report.settings}, "setting", "value")]
+    if report.tensor_info:
+        blocks += [("p", "Tensor information:"), ("list", list(report.tensor_info))]
+    return blocks
+
+
+def _shape_blocks(report: TaskReport) -> list[tuple]:
+    headers = ["shape point", "shapes"]
+    for side in ("baseline", "optimized"):
+        headers += [f"{side} {s} ms" for s in ("mean", "p50", "p90", "p99")] + [f"{side} samples/s"]
+    rows = [
+        [r.point, fmt_shapes(r.shapes), *_stat_cells(r.baseline), *_stat_cells(r.optimized), fmt_speedup(r.speedup)]
+        for r in shape_rows(report)
+    ]
+    return [("h2", "Latency per shape point"), ("plot",), ("table", headers + ["speed-up"], rows)]
+
+
+def _stat_cells(stats: LatencyStats | None) -> list[str]:
+    if stats is None:
+        return [NA] * 5
+    return [fmt_ms(stats.mean), fmt_ms(stats.p50), fmt_ms(stats.p90), fmt_ms(stats.p99), f"{stats.throughput:,.1f}"]
+
+
+def _accuracy_blocks(report: TaskReport) -> list[tuple]:
+    headers = ["output", "max abs diff", "max rel diff", "cosine similarity", "scale", "mismatch share", "tolerance", "passed"]
+    rows = [
+        [
+            o.output, fmt_sci(o.max_abs_diff), fmt_sci(o.max_rel_diff), _fmt_cosine(o.cosine_similarity),
+            fmt_sci(o.scale), f"{o.mismatch_share:.2%}", ", ".join(f"{k}={v:g}" for k, v in o.tolerance.items()),
+            "yes" if o.passed else "NO",
+        ]
+        for o in report.accuracy.outputs
+    ]
+    return [("h2", "Accuracy against the original"), ("p", accuracy_verdict(report.accuracy)), ("table", headers, rows)]
+
+
+def _candidate_blocks(report: TaskReport) -> list[tuple]:
+    headers = ["selected", "engine", "version", "precision", "build s", "accuracy", "speed-up"]
+    rows = [
+        ["✓" if c.selected else "", c.engine, c.engine_version, c.precision,
+         f"{c.build_seconds:.1f}", _candidate_verdict(c), fmt_ratio(c.speedup)]
+        for c in report.candidates
+    ]
+    notes = [f"{c.engine} {c.precision}: {note}" for c in report.candidates for note in c.notes]
+    return [("h2", "Candidates"), ("table", headers, rows), *([("list", notes)] if notes else [])]
+
+
+def _timing_blocks(report: TaskReport) -> list[tuple]:
+    # A "total" entry, if the flow recorded one, is the wall time; otherwise steps add up.
+    total = report.timings.get("total") or sum(v for k, v in report.timings.items() if k != "total")
+    rows = [
+        [step, f"{seconds:.2f}", f"{seconds / total:.1%}" if total else NA]
+        for step, seconds in report.timings.items()
+    ]
+    return [("h2", "Time per step"), ("table", ["step", "seconds", "share of total"], rows)]
+
+
+def _kv_table(mapping: dict[str, Any], key: str, value: str) -> tuple:
+    return ("table", [key, value], [[str(k), _text(v)] for k, v in mapping.items()])
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def to_markdown(report: TaskReport) -> str:
+    return "\n\n".join(_md_block(block) for block in _blocks(report)) + "\n"
+
+
+def _md(text: str) -> str:
+    # Markdown goes into Prefect artifacts too: neutralise raw HTML and table pipes.
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_block(block: tuple) -> str:
+    kind = block[0]
+    if kind == "h1":
+        return f"# {_md(block[1])}"
+    if kind == "h2":
+        return f"## {_md(block[1])}"
+    if kind == "p":
+        return _md(block[1])
+    if kind == "list":
+        return "\n".join(f"- {_md(item)}" for item in block[1])
+    if kind == "plot":
+        return "_Plot of latency per shape point: see report.html._"
+    headers, rows = block[1], block[2]
+    lines = ["| " + " | ".join(_md(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows])
+
+
+# ---------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 80em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td { font-variant-numeric: tabular-nums; }
+img { max-width: 100%; }
+"""
+
+
+def to_html(report: TaskReport) -> str:
+    """One self-contained file: inline CSS, the plot as a data URI, no external references."""
+    body = "\n".join(_html_block(block, report) for block in _blocks(report))
+    title = html.escape(f"accelflow report: {report.task_name}")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def _html_block(block: tuple, report: TaskReport) -> str:
+    kind, esc = block[0], html.escape
+    if kind in ("h1", "h2", "p"):
+        return f"<{kind}>{esc(block[1])}</{kind}>"
+    if kind == "list":
+        return "<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block[1]) + "</ul>"
+    if kind == "plot":
+        png = latency_plot_png(shape_rows(report))
+        if png is None:
+            return "<p>No latency was measured.</p>"
+        data = base64.b64encode(png).decode("ascii")
+        return f'<img alt="baseline and optimized latency per shape point" src="data:image/png;base64,{data}">'
+    head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
+    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block[2])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def latency_plot_png(rows: list[ShapeRow]) -> bytes | None:
+    """Grouped bars of p50 per shape point, whiskers up to p90; None when nothing was timed."""
+    if not any(r.baseline or r.optimized for r in rows):
+        return None
+    # A bare Figure with its own Agg canvas: no pyplot, so no global backend or figure state.
+    figure = Figure(figsize=(max(5.0, 1.6 * len(rows) + 2), 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.38
+    for offset, side, color in ((-width / 2, "baseline", "#9a9a9a"), (width / 2, "optimized", "#2b7bba")):
+        timed = [(i, getattr(r, side)) for i, r in enumerate(rows) if getattr(r, side) is not None]
+        if timed:
+            p50 = np.array([s.p50 for _, s in timed])
+            whisker = np.array([max(s.p90 - s.p50, 0.0) for _, s in timed])
+            axes.bar([i + offset for i, _ in timed], p50, width, label=side, color=color,
+                     yerr=[np.zeros_like(whisker), whisker], capsize=4)
+    axes.set_xticks(range(len(rows)), [r.point.replace("$", r"\$") for r in rows])
+    axes.set_ylabel("latency, ms (p50, whisker to p90)")
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- artifact table and console
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    """Plain Python float with `digits` significant figures; None for missing values."""
+    if _missing(x):
+        return None
+    return float(f"{float(x):.{digits}g}")
+
+
+def summary_table(report: TaskReport) -> list[dict]:
+    """Rows for a Prefect table artifact: JSON-safe Python values only."""
+    return [
+        {
+            "shape point": r.point,
+            "shapes": fmt_shapes(r.shapes),
+            "baseline p50 ms": _round(r.baseline.p50 if r.baseline else None, 4),
+            "optimized p50 ms": _round(r.optimized.p50 if r.optimized else None, 4),
+            "speed-up": _round(r.speedup.ratio if r.speedup else None, 4),
+            "ci low": _round(r.speedup.ci_low if r.speedup else None, 4),
+            "ci high": _round(r.speedup.ci_high if r.speedup else None, 4),
+        }
+        for r in shape_rows(report)
+    ]
+
+
+def console_summary(report: TaskReport, result_folder: str) -> str:
+    """The lines the CLI prints when a task ends."""
+    files = f"report: {os.path.join(result_folder, 'report.html')} (also report.json, report.md)"
+    if selected_candidate(report) is None:
+        lines = [f"{report.task_name}: no candidate passed, no optimized model."]
+        return "\n".join(lines + [f"  {reason}" for reason in failure_reasons(report)] + [files])
+    per_point = ", ".join(f"{r.point} {fmt_speedup(r.speedup)}" for r in shape_rows(report) if r.speedup)
+    return "\n".join([
+        f"{report.task_name}: speed-up {fmt_ratio(report.speedup)} (geometric mean over shape points)",
+        *([f"per shape point: {per_point}"] if per_point else []),
+        f"engine: {report.engine} {report.engine_version}, precision {report.precision}",
+        f"accuracy: {accuracy_verdict(report.accuracy)}",
+        files,
+    ])
