@@ -1,0 +1,337 @@
+"""The model repository, the same tests on a local folder and on S3 (a real moto server)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from formats.errors import AccelflowError, RepositoryError
+from tasks.repository import ModelEntry, ModelRepository, VersionEntry, parse_model_ref
+
+
+@pytest.fixture(params=["local", "s3"])
+def repo(request, tmp_path) -> ModelRepository:
+    if request.param == "local":
+        return ModelRepository(str(tmp_path / "repo"))
+    return ModelRepository(request.getfixturevalue("s3_repo_uri"))
+
+
+@pytest.fixture
+def model_file(tmp_path) -> str:
+    path = tmp_path / "src" / "model.onnx"
+    path.parent.mkdir()
+    path.write_bytes(bytes(range(256)) * 40)
+    return str(path)
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> str:
+    root = tmp_path / "srcdir"
+    (root / "weights" / "deep").mkdir(parents=True)
+    (root / "config.json").write_text('{"a": 1}')
+    (root / "weights" / "w.bin").write_bytes(os.urandom(3000))
+    (root / "weights" / "deep" / "empty.txt").write_bytes(b"")
+    return str(root)
+
+
+def _tree(folder) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            out[os.path.relpath(path, folder).replace(os.sep, "/")] = open(path, "rb").read()
+    return out
+
+
+def test_add_file(repo, model_file):
+    entry = repo.add("resnet", "v1", model_file, source="uploaded", format="onnx")
+    assert isinstance(entry, VersionEntry)
+    assert (entry.model, entry.version, entry.files, entry.extra) == ("resnet", "v1", ["model.onnx"], {})
+    assert len(entry.id) == 8 and len(entry.model_id) == 8
+    assert entry.home.endswith("models/resnet/versions/v1/files")
+    assert repo.version("resnet", "v1") == entry
+
+
+def test_add_folder_nested_and_fetch(repo, model_dir, tmp_path):
+    entry = repo.add("bert", "1", model_dir, source="training", format="torchscript",
+                     extra={"original": {"model": "bert", "version": "0"}})
+    assert entry.files == ["config.json", "weights/deep/empty.txt", "weights/w.bin"]
+    assert repo.version("bert", "1").extra == {"original": {"model": "bert", "version": "0"}}
+    dest = tmp_path / "fetched"
+    assert repo.fetch("bert", "1", str(dest)) == str(dest)
+    assert _tree(dest) == _tree(model_dir)
+
+
+def test_list_and_source_filter(repo, model_file, model_dir):
+    repo.add("b-model", "v2", model_file, source="uploaded", format="onnx")
+    repo.add("b-model", "v10", model_file, source="uploaded", format="onnx")
+    repo.add("a-model", "v1", model_dir, source="optimized", format="onnx")
+    assert [(m.name, m.versions) for m in repo.list()] == [("a-model", ["v1"]), ("b-model", ["v2", "v10"])]
+    assert [m.name for m in repo.list(source="uploaded")] == ["b-model"]
+    assert repo.list(source="nothing") == []
+
+
+def test_list_empty_repository(repo):
+    assert repo.list() == []
+
+
+def test_show_model_and_version(repo, model_file):
+    added = repo.add("yolo", "v1", model_file, source="uploaded", format="onnx")
+    model = repo.show("yolo")
+    assert isinstance(model, ModelEntry)
+    assert (model.name, model.source, model.format, model.versions) == ("yolo", "uploaded", "onnx", ["v1"])
+    assert model.id == added.model_id and model.created
+    assert repo.show("yolo", "v1") == added
+
+
+def test_duplicate_version_refused(repo, model_file):
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    with pytest.raises(RepositoryError, match="already has version 'v1'"):
+        repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    assert repo.show("m").versions == ["v1"]
+
+
+@pytest.mark.parametrize("key, value", [("source", "training"), ("format", "torchscript")])
+def test_version_must_match_model_source_and_format(repo, model_file, key, value):
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    kwargs = {"source": "uploaded", "format": "onnx", key: value}
+    with pytest.raises(RepositoryError, match=f"has {key}"):
+        repo.add("m", "v2", model_file, **kwargs)
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "a\\b", "..", ".hidden", "a\nb", "a\x00b", "x" * 300, "", "a b"])
+def test_bad_names_refused(repo, model_file, bad):
+    with pytest.raises(RepositoryError, match="letters, digits"):
+        repo.add(bad, "v1", model_file, source="uploaded", format="onnx")
+    with pytest.raises(RepositoryError, match="letters, digits"):
+        repo.add("good", bad, model_file, source="uploaded", format="onnx")
+    assert repo.list() == []
+
+
+def test_longest_name_accepted(repo, model_file):
+    name = "x" * 128
+    assert repo.add(name, "v.1_a-b", model_file, source="s", format="onnx").model == name
+
+
+def test_missing_model_lists_models(repo, model_file):
+    with pytest.raises(RepositoryError, match="repository is empty"):
+        repo.show("bert")
+    repo.add("resnet", "v1", model_file, source="uploaded", format="onnx")
+    with pytest.raises(RepositoryError, match=r"'bert' is not in .*models: resnet.*repo add bert"):
+        repo.version("bert", "v1")
+
+
+def test_missing_version_lists_versions(repo, model_file):
+    repo.add("bert", "v1", model_file, source="uploaded", format="onnx")
+    repo.add("bert", "v2", model_file, source="uploaded", format="onnx")
+    with pytest.raises(RepositoryError) as err:
+        repo.show("bert", "v3")
+    assert str(err.value) == (
+        "model 'bert' has no version 'v3'; versions: v1, v2. "
+        "Add one with: accelflow repo add bert v3 PATH --source uploaded"
+    )
+    with pytest.raises(RepositoryError, match="no version"):
+        repo.fetch("bert", "v3", "unused")
+
+
+def test_missing_source_path(repo, tmp_path):
+    with pytest.raises(RepositoryError, match="no such file or folder"):
+        repo.add("m", "v1", str(tmp_path / "nope"), source="uploaded", format="onnx")
+
+
+def _fail_on_nth_put(monkeypatch, repo, n):
+    real = repo._fs.put_file
+    calls = []
+
+    def put_file(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == n:
+            raise OSError("disk went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repo._fs, "put_file", put_file)
+
+
+def _stored_paths(repo) -> list[str]:
+    root = repo._path("models")
+    return repo._fs.find(root) if repo._fs.exists(root) else []
+
+
+def test_failed_add_of_new_model_leaves_nothing(repo, model_dir, monkeypatch):
+    _fail_on_nth_put(monkeypatch, repo, 2)
+    with pytest.raises(RepositoryError, match="disk went away"):
+        repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
+    assert repo.list() == []
+    assert _stored_paths(repo) == []
+
+
+def test_failed_add_keeps_existing_versions(repo, model_dir, model_file, monkeypatch):
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    _fail_on_nth_put(monkeypatch, repo, 3)
+    with pytest.raises(RepositoryError):
+        repo.add("m", "v2", model_dir, source="uploaded", format="onnx")
+    assert repo.show("m").versions == ["v1"]
+    assert not any("/v2/" in p for p in _stored_paths(repo))
+    monkeypatch.undo()
+    assert repo.add("m", "v2", model_dir, source="uploaded", format="onnx").version == "v2"
+
+
+def test_failed_version_json_write_leaves_no_version(repo, model_file, monkeypatch):
+    real = repo._fs.pipe_file
+
+    def pipe_file(path, data, **kwargs):
+        if path.endswith("version.json"):
+            raise OSError("write refused")
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(repo._fs, "pipe_file", pipe_file)
+    with pytest.raises(RepositoryError, match="write refused"):
+        repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    assert repo.list() == [] and _stored_paths(repo) == []
+
+
+def test_source_vanishing_mid_copy(repo, model_dir):
+    # A dangling symlink is a file that os.walk lists and that cannot be read.
+    os.symlink("/nonexistent/target", os.path.join(model_dir, "zz-gone.bin"))
+    with pytest.raises(AccelflowError):
+        repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
+    assert repo.list() == [] and _stored_paths(repo) == []
+
+
+def test_leftover_of_crashed_add_is_not_a_version(repo, model_file):
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    repo._fs.pipe_file(repo._path("models", "m", "versions", "v2", "files", "junk"), b"x")
+    assert repo.show("m").versions == ["v1"]
+    entry = repo.add("m", "v2", model_file, source="uploaded", format="onnx")
+    assert entry.files == ["model.onnx"]
+    assert not repo._fs.exists(repo._path("models", "m", "versions", "v2", "files", "junk"))
+
+
+def test_version_json_layout(repo, model_file):
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx", extra={"task": "t1"})
+    record = json.loads(repo._fs.cat_file(repo._path("models", "m", "versions", "v1", "version.json")))
+    assert set(record) == {"version", "id", "created", "files", "sizes", "extra"}
+    assert record["sizes"] == {"model.onnx": os.path.getsize(model_file)}
+    model = json.loads(repo._fs.cat_file(repo._path("models", "m", "model.json")))
+    assert set(model) == {"name", "id", "source", "format", "created"}
+
+
+def test_extra_must_be_json(repo, model_file):
+    with pytest.raises(RepositoryError, match="JSON"):
+        repo.add("m", "v1", model_file, source="uploaded", format="onnx", extra={"x": object()})
+
+
+def test_local_home(repo, model_file):
+    entry = repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    home = repo.local_home("m", "v1")
+    if repo.uri.startswith("s3://"):
+        assert home is None and entry.home.startswith(repo.uri + "/models/m/")
+    else:
+        assert home == entry.home and os.path.isfile(os.path.join(home, "model.onnx"))
+
+
+def test_secret_never_shown(repo, model_file):
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "unset-secret")
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    texts = [repr(repo), repo.uri]
+    for call in (lambda: repo.show("nope"), lambda: repo.show("m", "v9"),
+                 lambda: repo.add("m", "v1", model_file, source="uploaded", format="onnx")):
+        with pytest.raises(RepositoryError) as err:
+            call()
+        texts.append(str(err.value))
+    assert not any(secret in text for text in texts)
+    stored = b"".join(repo._fs.cat_file(p) for p in _stored_paths(repo))
+    assert secret.encode() not in stored
+
+
+# -- local-only and S3-only behaviour --------------------------------------------------------
+
+
+def test_default_uri_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("ACCELFLOW_REPO", str(tmp_path / "r"))
+    assert ModelRepository().uri == str(tmp_path / "r")
+    monkeypatch.delenv("ACCELFLOW_REPO")
+    monkeypatch.chdir(tmp_path)
+    assert ModelRepository().uri == str(tmp_path / "model-repo")
+
+
+def test_file_uri_is_local(tmp_path, model_file):
+    repo = ModelRepository(f"file://{tmp_path}/r")
+    assert repo.uri == f"{tmp_path}/r"
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    assert os.path.isfile(tmp_path / "r/models/m/versions/v1/version.json")
+
+
+def test_explicit_storage_options_secret_hidden(s3_server, s3_repo_uri, monkeypatch, model_file):
+    # Wrong credentials in the environment; the right ones arrive as storage_options.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    options = {"key": "testing", "secret": "explicit-secret-5b1d", "endpoint_url": s3_server.endpoint_url}
+    repo = ModelRepository(s3_repo_uri, storage_options=options)
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    assert [m.name for m in repo.list()] == ["m"]
+    assert "explicit-secret-5b1d" not in repr(repo) + repo.uri
+
+
+def test_credentials_in_uri_refused():
+    with pytest.raises(RepositoryError) as err:
+        ModelRepository("s3://AKID:topsecret@bucket/prefix")
+    assert "topsecret" not in str(err.value)
+
+
+def test_endpoint_url_env_also_honoured(s3_server, s3_repo_uri, monkeypatch, model_file):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    repo = ModelRepository(s3_repo_uri)
+    repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+    assert repo.show("m").versions == ["v1"]
+
+
+def test_unreachable_storage_is_a_repository_error(s3_server, s3_repo_uri):
+    # One attempt only, so the test does not wait through botocore's retries.
+    repo = ModelRepository(s3_repo_uri, storage_options={"config_kwargs": {"retries": {"max_attempts": 1}}})
+    s3_server.stop()
+    try:
+        with pytest.raises(RepositoryError, match="could not list models") as err:
+            repo.list()
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] not in str(err.value)
+    finally:
+        s3_server.start()
+
+
+def test_missing_bucket_is_a_repository_error(s3_repo_uri, model_file):
+    repo = ModelRepository("s3://no-such-bucket-here/repo")
+    assert repo.list() == []
+    with pytest.raises(RepositoryError, match="could not add m@v1"):
+        repo.add("m", "v1", model_file, source="uploaded", format="onnx")
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("bert@v1", ("bert", "v1")),
+    ("my.model@1.0", ("my.model", "1.0")),
+    ("models/bert.onnx", None),
+    ("C:\\m\\bert.onnx", None),
+    ("bert.onnx", None),
+    ("dir/bert@v1", None),
+])
+def test_parse_model_ref(ref, expected):
+    assert parse_model_ref(ref) == expected
+
+
+def test_parse_model_ref_existing_path_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "odd@name").write_text("x")
+    assert parse_model_ref("odd@name") is None
+
+
+def test_parse_model_ref_bad_names():
+    with pytest.raises(RepositoryError, match="letters, digits"):
+        parse_model_ref("bert@")
+    with pytest.raises(RepositoryError, match="letters, digits"):
+        parse_model_ref("a@b@c")
+
+
+def test_unknown_protocol_refused():
+    with pytest.raises(RepositoryError, match="cannot open a nope:// model repository"):
+        ModelRepository("nope://bucket/x")
