@@ -22,9 +22,14 @@ _MAX_SCAN = 2000
 def detect_format(path: str) -> ModuleType:
     """The format module whose content sniffing accepts `path`, or UnsupportedFormatError."""
     if not os.path.exists(path):
-        raise UnsupportedFormatError(f"model file not found: {path}")
+        raise UnsupportedFormatError(
+            f"model not found: {path}. Give a model file or folder, or NAME@VERSION from the "
+            "model repository (see: accelflow repo list)."
+        )
     for fmt in FORMATS:
         if fmt.detect(path):
+            if fmt is pytorch_checkpoint:
+                fmt.load(path)  # always raises, explaining how to make a runnable model
             return fmt
     raise UnsupportedFormatError(
         f"{path} is not a supported model: its content is none of "
@@ -48,7 +53,7 @@ def find_model_file(path: str, model_file: str | None = None) -> str:
     if not os.path.isdir(path):
         return path
     found = [f for f in _files_under(path) if _detects(f)]
-    models = [f for f in found if detect_format(f) is not pytorch_checkpoint] or found
+    models = [f for f in found if not pytorch_checkpoint.detect(f)] or found
     if len(models) == 1:
         return models[0]
     if not models:

@@ -1,5 +1,8 @@
 """Shared pytest fixtures.
 
+Prefect: a real Prefect API server (Prefect's test harness runs one in a subprocess on a
+temporary SQLite database), so flows record runs, states and artifacts as in production.
+
 S3: a real moto standalone server in a subprocess (not moto's in-process mocks), so the code
 under test talks HTTP to an S3 endpoint exactly as it would to MinIO or AWS. A test may stop
 and restart it to see how the code copes with storage that goes away; the endpoint URL stays
@@ -8,6 +11,7 @@ the same across restarts, but moto keeps its buckets in memory, so a restart emp
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +21,10 @@ import urllib.request
 import uuid
 
 import pytest
+
+# Before Prefect is imported anywhere: a private home, and no telemetry (no network here).
+os.environ.setdefault("PREFECT_HOME", os.path.join("/tmp", f"accelflow-tests-prefect-{os.getpid()}"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 # Distinctive, so a test can assert that it never leaks into a message or a file.
 S3_TEST_KEY = "testing"
@@ -107,3 +115,12 @@ def s3_repo_uri(s3_server, monkeypatch) -> str:
 
     boto3.client("s3", endpoint_url=s3_server.endpoint_url).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/repo"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect API server for the whole session; flows and the CLI report to it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

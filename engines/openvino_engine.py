@@ -1,0 +1,105 @@
+"""OpenVINO on the CPU: the ONNX graph converted to IR with bounded dynamic shapes.
+
+The IR keeps f32 weights (`compress_to_fp16=False`: OpenVINO's default would halve them,
+which is not lossless). Precision is chosen at compile time with INFERENCE_PRECISION_HINT:
+f32 for the lossless level; bf16 / f16 for the FP16 level where the CPU computes in them
+(OPTIMIZATION_CAPABILITIES), and f32 is also tried because reduced precision is not
+faster on every CPU (on AVX-512 CPUs without AMX it measured slower here).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+NAME = "openvino"
+PACKAGE = "openvino"
+DEVICES = ("cpu",)
+MODEL_FILE = "model.xml"
+_REDUCED = {"bf16": "BF16", "f16": "FP16"}  # precision -> CPU capability that computes it
+
+
+def version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.get_version().split("-")[0]
+
+
+def reduced_precisions() -> list[str]:
+    """The reduced floating-point precisions this CPU computes natively."""
+    import openvino as ov
+
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return [p for p, cap in _REDUCED.items() if cap in capabilities]
+
+
+def precisions(level: str, device: str) -> list[str]:
+    return ["f32"] + (reduced_precisions() if level == "fp16" else [])
+
+
+def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) -> dict:
+    import openvino as ov
+
+    model = ov.Core().read_model(onnx_path)
+    model.reshape(_bounded_shapes(model, io, spec))
+    ov.save_model(model, os.path.join(out_dir, MODEL_FILE), compress_to_fp16=False)
+    config = _compile_config(precision, threads)
+    OvRunner(os.path.join(out_dir, MODEL_FILE), io.to_dict(), config)  # compiles: fails here, not at load
+    return {"file": MODEL_FILE, "options": config}
+
+
+def _bounded_shapes(model, io, spec) -> dict:
+    """Each input's partial shape: fixed dims static, dynamic dims bounded by the tensor info."""
+    import openvino as ov
+
+    present = {name for port in model.inputs for name in port.get_names()}
+    shapes = {}
+    for leaf, name in zip(spec.leaves, io.input_names):
+        if name in present:
+            dims = [ov.Dimension(lo, hi) if lo != hi else ov.Dimension(lo)
+                    for lo, hi in zip(leaf.shape.min, leaf.shape.max)]
+            shapes[name] = ov.PartialShape(dims)
+    return shapes
+
+
+def _compile_config(precision: str, threads: int) -> dict:
+    return {
+        "INFERENCE_PRECISION_HINT": precision,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+    }
+
+
+def load(folder: str, manifest: dict, threads: int) -> "OvRunner":
+    config = dict(manifest["engine_config"]["options"], INFERENCE_NUM_THREADS=threads)
+    return OvRunner(os.path.join(folder, manifest["engine_config"]["file"]), manifest["io"], config)
+
+
+class OvRunner:
+    def __init__(self, path: str, io: dict, config: dict):
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names, self.output_names = io["input_names"], io["output_names"]
+        self.label = f"openvino {version()} ({config['INFERENCE_PRECISION_HINT']})"
+        self._types = {
+            name: port.get_element_type().to_dtype()
+            for port in self.compiled.inputs for name in port.get_names()
+        }
+        self._outputs = [self.compiled.output(n) for n in self.output_names]
+
+    def prepare(self, arrays):
+        return {n: np.ascontiguousarray(a, dtype=self._types[n])
+                for n, a in zip(self.input_names, arrays) if n in self._types}
+
+    def run(self, feed):
+        # Shared buffers: no copies inside the timed call; `outputs` copies what it reads.
+        return self.request.infer(feed, share_inputs=True, share_outputs=True)
+
+    def outputs(self, raw):
+        return [np.array(raw[port], copy=True) for port in self._outputs]

@@ -1,0 +1,147 @@
+"""The optimize flow: one Prefect flow run per model version, made of discrete tasks.
+
+request -> fetch model -> parse tensor information -> convert to ONNX -> build engines ->
+verify accuracy -> benchmark baseline vs candidates -> report -> package.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prefect import flow
+
+from flows.progress import Progress
+from flows.request import OptimizeRequest, check_request
+from formats.runner import thread_count
+from tasks import package, runners, steps
+from tasks.benchmark import TimingPlan
+from tasks.report import assemble, candidates_of, select
+
+
+def locate_model(request: OptimizeRequest) -> str | None:
+    """Check the model exists and is of a known format; its home directory if local.
+
+    Cheap: a local file's format is sniffed, a repository entry's metadata read; nothing copied.
+    """
+    from formats import detect_format, find_model_file, model_home
+    from tasks.repository import ModelRepository, parse_model_ref
+
+    ref = parse_model_ref(request.model)
+    if ref is None:
+        detect_format(find_model_file(request.model, request.model_file))
+        return model_home(request.model)
+    repository = ModelRepository(request.repo)
+    repository.version(*ref)
+    return repository.local_home(*ref)
+
+
+def preflight(request: OptimizeRequest) -> tuple[OptimizeRequest, str]:
+    """Every check that loads no model, run before any work, inline or on a server."""
+    request = check_request(request)
+    return request, package.check_output_path(request.output, locate_model(request))
+
+
+@flow(name="optimize", persist_result=False, validate_parameters=True)
+def optimize(request: OptimizeRequest) -> dict:
+    request, output = preflight(request)
+    created_output = not os.path.exists(output)
+    staging = package.start_staging(output)
+    try:
+        return _optimize_into(request, output, staging)
+    except BaseException:
+        package.discard(staging, output if created_output else None)
+        raise
+    finally:
+        runners.release()
+
+
+def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
+    progress, threads = Progress(), thread_count()
+    work = os.path.join(staging, "work")
+    with progress.step("fetch model"):
+        fetched = steps.fetch_model(request.model, request.repo, request.model_file, work)
+    task_name = request.name
+    with progress.step("parse tensor information"):
+        lines = steps.parse_tensor_info(request.tensor_info)
+    with progress.step("convert to ONNX"):
+        converted = steps.convert_to_onnx(fetched.model_file, fetched.format, lines, work)
+    with progress.step("build engines"):
+        built = _build_all(request, converted, lines, work, threads, progress)
+    ok = [b for b in built if not b.error]
+    with progress.step("verify accuracy"):
+        accuracies = steps.verify_accuracy(
+            fetched.model_file, fetched.format, converted, ok, lines, request.level,
+            request.tolerance_overrides(), request.samples, request.int_range_map(), request.draws, threads,
+        ) if ok else {}
+    passing = [b for b in ok if accuracies[b.key].passed]
+    with progress.step("benchmark"):
+        plan = TimingPlan(seconds=request.bench_seconds)
+        timed = steps.benchmark_candidates(
+            fetched.model_file, fetched.format, converted, passing, lines, plan, threads,
+            lambda i, n, label: progress.say(f"    shape point {label} timed ({i}/{n})"),
+        ) if passing else {}
+    with progress.step("report"):
+        candidates = candidates_of(built, accuracies, timed)
+        best = select(candidates)
+        timings = dict(progress.timings, orchestration=_orchestration(request, progress))
+        report = assemble(task_name, request, fetched, candidates, best, timings)
+    with progress.step("package"):
+        chosen = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
+        runners.release()  # the chosen engine's files move; nothing may hold them open
+        result = _package(request, fetched, task_name, chosen, converted, report, staging, output)
+    _publish(report)
+    return result
+
+
+def _build_all(request, converted, lines, work, threads, progress) -> list:
+    import engines
+
+    built = []
+    for engine, precision in engines.candidates(request.level, request.device, request.engine, request.engine_version):
+        b = steps.build_candidate(converted.onnx_path, converted.io, lines, engine.NAME, precision, work, threads)
+        status = f"failed: {b.error}" if b.error else f"built in {b.build_seconds:.1f}s"
+        progress.say(f"    {engine.NAME} {precision}: {status}")
+        built.append(b)
+    return built
+
+
+def _orchestration(request: OptimizeRequest, progress: Progress) -> float:
+    """Wall time since submission not spent inside a step: Prefect, process start, waiting."""
+    return round(max(0.0, time.time() - request.submitted_at - sum(progress.timings.values())), 3)
+
+
+def _package(request, fetched, task_name, chosen, converted, report, staging, output) -> dict:
+    from reports.render import write_report
+    from tasks.manifest import manifest_for
+
+    manifest = manifest_for(task_name, request, fetched, chosen, converted, report)
+    paths = package.package_result(staging, chosen.folder, manifest, report, write_report)
+    folder = package.finalize(staging, output, task_name)
+    return {
+        "task_name": task_name,
+        "result_folder": folder,
+        "model_folder": os.path.join(folder, "model"),
+        "report_json": os.path.join(folder, os.path.basename(paths["json"])),
+        "report_markdown": os.path.join(folder, os.path.basename(paths["markdown"])),
+        "report_html": os.path.join(folder, os.path.basename(paths["html"])),
+        "speedup": report.speedup,
+        "engine": report.engine,
+        "engine_version": report.engine_version,
+        "precision": report.precision,
+        "accuracy_passed": report.accuracy.passed,
+    }
+
+
+def _publish(report) -> None:
+    """The report on the flow run page: markdown and a table artifact."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from flows.progress import _quietly
+    from reports.render import summary_table, to_markdown
+
+    _quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
+    _quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))
+
+
+__all__ = ["optimize", "preflight"]

@@ -1,0 +1,77 @@
+"""An optimization request: the fields of a new task (SPEC section 2), checked before any work."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import BaseModel, Field
+
+import engines
+from formats import tensor_info
+from formats.errors import SpecError
+
+
+class OptimizeRequest(BaseModel):
+    """Everything one optimization task is created with; shown in the UI and `tasks show`."""
+
+    model: str = Field(description="model path, or NAME@VERSION in the model repository")
+    tensor_info: list[str] = Field(description="one line per input tensor: element:dtype(shape)")
+    output: str = Field(description="folder the result folder is written under")
+    level: str = Field("fp16", description="fp16 or lossless")
+    device: str = Field("cpu", description="deployment machine type")
+    name: str | None = Field(None, description="task name; default <model>-<level>")
+    tags: list[str] = Field(default_factory=list)
+    engine: str = Field("auto", description="auto, onnxruntime or openvino")
+    engine_version: str | None = None
+    repo: str | None = Field(None, description="model repository URI (local folder or s3://...)")
+    model_file: str | None = Field(None, description="the model file inside a version folder")
+    samples: str | None = Field(None, description=".npz of sample inputs for the accuracy gate")
+    qat: bool = False
+    rtol: float | None = None
+    atol: float | None = None
+    min_cosine: float | None = None
+    int_ranges: dict[str, list[int]] = Field(default_factory=dict)
+    draws: int = Field(3, ge=1, le=100, description="random accuracy draws per shape point")
+    bench_seconds: float = Field(5.0, gt=0, description="benchmark time per shape point")
+    submitted_at: float = Field(default_factory=time.time)
+
+    def tolerance_overrides(self) -> dict[str, float]:
+        values = {"rtol": self.rtol, "atol": self.atol, "min_cosine": self.min_cosine}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def int_range_map(self) -> dict[str, tuple[int, int]]:
+        return {k: (int(v[0]), int(v[1])) for k, v in self.int_ranges.items()}
+
+
+def check_request(request: OptimizeRequest) -> OptimizeRequest:
+    """Every check that needs no model: level, device, engine and version, tensor information.
+
+    Returns the request normalised (canonical level, device and tensor-information lines).
+    """
+    level = engines.check_level(request.level)
+    device = engines.check_device(request.device)
+    engines.candidates(level, device, request.engine, request.engine_version)
+    lines = tensor_info.parse(request.tensor_info).lines()
+    if request.samples and not os.path.isfile(request.samples):
+        raise SpecError(f"--samples file not found: {request.samples}")
+    if request.qat:
+        raise SpecError("--qat (INT8 for quantization-aware-trained models) is not available yet in this version.")
+    _check_int_ranges(request.int_ranges)
+    name = request.name or default_task_name(request.model, level)
+    return request.model_copy(update={"level": level, "device": device, "tensor_info": lines, "name": name})
+
+
+def default_task_name(model: str, level: str) -> str:
+    """`bert@v1` -> `bert-v1-fp16`; `models/bert.pt` -> `bert-fp16`."""
+    from tasks.repository import parse_model_ref
+
+    ref = parse_model_ref(model)
+    base = "-".join(ref) if ref else os.path.splitext(os.path.basename(os.path.normpath(model)))[0]
+    return f"{base or 'model'}-{level}"
+
+
+def _check_int_ranges(ranges: dict[str, list[int]]) -> None:
+    for name, pair in ranges.items():
+        if len(pair) != 2 or pair[0] >= pair[1]:
+            raise SpecError(f"--int-range {name}={pair}: give LOW:HIGH with LOW < HIGH (HIGH excluded).")

@@ -1,0 +1,219 @@
+"""TorchScript models: detection, loading without unpickling arbitrary objects, ONNX export.
+
+A TorchScript archive is a zip holding `<name>/code/` (TorchScript source) and
+`<name>/constants.pkl`; torch.jit.load reads it with TorchScript's own restricted
+unpickler, never Python's pickle, so loading cannot run arbitrary Python code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+import zipfile
+
+import numpy as np
+
+from formats.errors import ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError
+from formats.modelio import ModelIO, describe_structure, flatten_value, unique_onnx_names
+
+NAME = "torchscript"
+DEFAULT_OPSET = 17
+
+
+def detect(path: str) -> bool:
+    names = _zip_names(path)
+    has_code = any("/code/" in n for n in names)
+    return has_code and any(n.endswith("/constants.pkl") or n.endswith("/data.pkl") for n in names)
+
+
+def _zip_names(path: str) -> list[str]:
+    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+        return []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def load(path: str):
+    torch = import_torch()
+    try:
+        with _quiet():
+            module = torch.jit.load(path, map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors...
+        raise UnsupportedFormatError(
+            f"{path} looks like TorchScript but failed to load: {_first_line(exc)}. "
+            "Check the file is complete, and was saved with torch.jit.save by a torch version "
+            "no newer than the one installed here."
+        ) from exc
+    return module.eval()
+
+
+def positional_args(module, spec, args: list, kwargs: dict) -> list:
+    """Keyword inputs (a dict at the first level) placed by the name of forward's parameters."""
+    if spec.root == "args":
+        return list(args)
+    params = [a.name for a in module.forward.schema.arguments][1:]  # [0] is self
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise ModelMismatchError(
+            f"tensor information names {', '.join(unknown)}, but forward() takes "
+            f"{', '.join(params)}. Name first-level inputs after forward's parameters, or use "
+            "input_0, input_1, ... for positional arguments."
+        )
+    last = max(params.index(k) for k in kwargs)
+    missing = [p for p in params[: last + 1] if p not in kwargs]
+    if missing:
+        raise ModelMismatchError(
+            f"forward() parameter(s) {', '.join(missing)} come before "
+            f"{params[last]} but have no tensor information; add them."
+        )
+    return [kwargs[p] for p in params[: last + 1]]
+
+
+def to_torch(value):
+    """Nested numpy leaves -> torch tensors (bfloat16 kept as bfloat16)."""
+    torch = import_torch()
+    if isinstance(value, dict):
+        return {k: to_torch(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_torch(v) for v in value)
+    if value.dtype.name == "bfloat16":
+        return torch.from_numpy(value.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(value))
+
+
+def to_numpy(tensor) -> np.ndarray:
+    torch = import_torch()
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def _is_tensor(value) -> bool:
+    return type(value).__name__ == "Tensor" or hasattr(value, "detach")
+
+
+class TorchScriptBaseline:
+    """The original TorchScript model in torch: eval mode, inference mode, same thread count."""
+
+    def __init__(self, path: str, spec, io: ModelIO, threads: int):
+        self.torch = import_torch()
+        self.torch.set_num_threads(threads)
+        self.module = load(path)
+        self.spec, self.io = spec, io
+        self.label = f"torchscript (torch {self.torch.__version__})"
+
+    def prepare(self, arrays):
+        args, kwargs = self.spec.unflatten(list(arrays))
+        return positional_args(self.module, self.spec, to_torch(args), to_torch(kwargs))
+
+    def run(self, feed):
+        with self.torch.inference_mode(), _quiet():
+            return self.module(*feed)
+
+    def outputs(self, raw):
+        return [to_numpy(t) for t in flatten_value(raw, _is_tensor)]
+
+
+def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> TorchScriptBaseline:
+    return TorchScriptBaseline(path, spec, io, threads)
+
+
+def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]:
+    """Export through the legacy (TorchScript) exporter; the dynamo exporter refuses ScriptModules.
+
+    A ScriptModule with list/dict inputs cannot be exported directly (ONNX has no containers),
+    so a wrapper taking the flat leaves rebuilds the structure, is traced (which keeps the
+    scripted callee's control flow), and that trace is exported.
+    """
+    torch = import_torch()
+    module = load(path)
+    flat = [to_torch(a) for a in example]
+    with torch.inference_mode(), _quiet():
+        outputs = FlatWrapper(module, spec)(*flat, flatten=False)
+    structure = _output_structure(outputs)
+    input_names = unique_onnx_names([leaf.name for leaf in spec.leaves])
+    output_names = [f"output_{i}" for i in range(len(flatten_value(outputs, _is_tensor)))]
+    onnx_path = os.path.join(out_dir, "model.onnx")
+    _export(FlatWrapper(module, spec), flat, onnx_path, input_names, output_names, _dynamic_axes(spec, input_names))
+    return onnx_path, ModelIO(input_names, output_names, structure)
+
+
+def _output_structure(outputs) -> dict:
+    try:
+        return describe_structure(outputs, _is_tensor)
+    except TypeError as exc:
+        raise ConversionError(
+            f"the model returns {exc}; accelflow optimizes models whose outputs are tensors "
+            "or lists/tuples/dicts of tensors. Wrap the model so it returns only tensors."
+        ) from exc
+
+
+def _dynamic_axes(spec, input_names: list[str]) -> dict:
+    axes = {}
+    for leaf, name in zip(spec.leaves, input_names):
+        if leaf.shape.dynamic_axes:
+            axes[name] = {axis: f"{name}_dim{axis}" for axis in leaf.shape.dynamic_axes}
+    return axes
+
+
+def _export(wrapper, flat, onnx_path, input_names, output_names, dynamic_axes):
+    torch = import_torch()
+    try:
+        with torch.no_grad(), _quiet():
+            traced = torch.jit.trace(wrapper, tuple(flat), check_trace=False, strict=False)
+            torch.onnx.export(
+                traced, tuple(flat), onnx_path, input_names=input_names,
+                output_names=output_names, dynamic_axes=dynamic_axes,
+                opset_version=DEFAULT_OPSET, do_constant_folding=True, dynamo=False,
+            )
+    except Exception as exc:
+        raise ConversionError(
+            f"exporting the TorchScript model to ONNX failed: {_first_line(exc)}. "
+            "Operators without an ONNX equivalent are the usual cause; run with --debug for details."
+        ) from exc
+
+
+def FlatWrapper(module, spec):
+    """An nn.Module taking the flat leaves, calling `module` with the nested structure."""
+    torch = import_torch()
+
+    class _Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *leaves, flatten: bool = True):
+            args, kwargs = spec.unflatten(list(leaves))
+            out = self.inner(*positional_args(module, spec, args, kwargs))
+            return tuple(flatten_value(out, _is_tensor)) if flatten else out
+
+    return _Flat().eval()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.jit and the legacy exporter warn on every call that they are deprecated."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "torch is not installed; TorchScript models need it: pip install torch "
+            "(a CPU build is enough: pip install torch==2.13.0 on the project's machines)."
+        ) from exc
+    return torch
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [l for l in str(exc).strip().splitlines() if l.strip()]
+    return lines[0][:300] if lines else type(exc).__name__

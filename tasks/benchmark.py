@@ -1,0 +1,110 @@
+"""Step 6: time the original model and every accurate candidate, interleaved, in one process.
+
+At each shape point all runners take turns in rounds (the order rotates each round); in its
+turn a runner makes one untimed call (to reload caches another runner evicted) and then
+`block` timed calls. Rounds continue until every runner has `min_samples` and `seconds`
+have passed, or `max_samples` is reached. Only the inference call is timed; inputs are
+prepared beforehand, the same way for every runner.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from formats.runner import Runner
+from reports.results import ShapeBenchmark
+from reports.stats import latency_stats, speedup
+
+BASELINE = "baseline"
+
+
+@dataclass
+class TimingPlan:
+    seconds: float = 5.0  # per shape point, all runners together
+    min_samples: int = 10
+    max_samples: int = 300
+    block: int = 3
+    warmup_seconds: float = 0.5
+    max_warmup_calls: int = 20
+
+
+def time_runners(runners: dict[str, Runner], arrays: list[np.ndarray], plan: TimingPlan) -> dict[str, list[list[float]]]:
+    """Latency samples in ms per runner, grouped by round: {label: [[ms, ...], ...]}."""
+    feeds = {label: runner.prepare(arrays) for label, runner in runners.items()}
+    for label, runner in runners.items():
+        _warm_up(runner, feeds[label], plan)
+    rounds: dict[str, list[list[float]]] = {label: [] for label in runners}
+    labels, start, turn = list(runners), time.perf_counter(), 0
+    while not _done(rounds, time.perf_counter() - start, plan):
+        order = labels[turn % len(labels):] + labels[: turn % len(labels)]
+        for label in order:
+            rounds[label].append(_timed_block(runners[label], feeds[label], plan.block))
+        turn += 1
+    return rounds
+
+
+def _warm_up(runner: Runner, feed, plan: TimingPlan) -> None:
+    start, calls = time.perf_counter(), 0
+    while calls < 3 or (time.perf_counter() - start < plan.warmup_seconds and calls < plan.max_warmup_calls):
+        runner.run(feed)
+        calls += 1
+
+
+def _timed_block(runner: Runner, feed, block: int) -> list[float]:
+    runner.run(feed)
+    samples = []
+    for _ in range(block):
+        t0 = time.perf_counter()
+        runner.run(feed)
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    return samples
+
+
+def _done(rounds: dict[str, list[list[float]]], elapsed: float, plan: TimingPlan) -> bool:
+    counts = [sum(len(r) for r in runner_rounds) for runner_rounds in rounds.values()]
+    if max(counts) >= plan.max_samples:
+        return True
+    return min(counts) >= plan.min_samples and elapsed >= plan.seconds
+
+
+def benchmark_point(label: str, shapes: dict, arrays: list[np.ndarray], baseline: Runner,
+                    candidates: dict[str, Runner], plan: TimingPlan) -> dict[str, ShapeBenchmark]:
+    """Each candidate's ShapeBenchmark against the baseline at one shape point."""
+    rounds = time_runners({BASELINE: baseline, **candidates}, arrays, plan)
+    batch = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
+    base_stats = latency_stats(_flat(rounds[BASELINE]), batch)
+    plain_shapes = {k: [int(d) for d in v] for k, v in shapes.items()}
+    return {
+        key: ShapeBenchmark(label, plain_shapes, base_stats, latency_stats(_flat(rounds[key]), batch),
+                            speedup(rounds[BASELINE], rounds[key]))
+        for key in candidates
+    }
+
+
+def _flat(rounds: list[list[float]]) -> list[float]:
+    return [ms for block in rounds for ms in block]
+
+
+def benchmark_candidates(model_file: str, format_name: str, converted, passing: list, spec_lines: list[str],
+                         plan: TimingPlan, threads: int, progress=None) -> dict[str, list[ShapeBenchmark]]:
+    """Every passing candidate against the baseline at every shape point, keyed by candidate."""
+    from formats import tensor_info
+    from tasks import runners
+
+    spec = tensor_info.parse(spec_lines)
+    base = runners.baseline(model_file, format_name, converted.onnx_path, converted.io, spec_lines, threads)
+    optimized = {c.key: runners.candidate(c, converted.io, threads) for c in passing}
+    rng = np.random.default_rng(1)
+    results: dict[str, list[ShapeBenchmark]] = {key: [] for key in optimized}
+    points = spec.shape_points()
+    for i, point in enumerate(points):
+        args, kwargs = spec.example_inputs(point, rng)
+        rows = benchmark_point(point.label, point.shapes, spec.flatten(args, kwargs), base, optimized, plan)
+        for key, row in rows.items():
+            results[key].append(row)
+        if progress:
+            progress(i + 1, len(points), point.label)
+    return results

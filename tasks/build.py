@@ -1,0 +1,61 @@
+"""Step 4: build each candidate engine from the ONNX model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+from engines import engine_named
+from formats import tensor_info
+from formats.errors import AccelflowError
+from formats.modelio import ModelIO
+
+
+@dataclass
+class BuiltCandidate:
+    """One engine configuration's build: its folder and manifest section, or why it failed."""
+
+    engine: str
+    engine_version: str
+    precision: str
+    folder: str
+    build_seconds: float
+    engine_config: dict = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.engine}-{self.precision}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_candidate(onnx_path: str, io: dict, spec_lines: list[str], engine_name: str,
+                    precision: str, work_dir: str, threads: int) -> BuiltCandidate:
+    """Build one candidate; a failure is recorded on the result so the others still compete."""
+    engine = engine_named(engine_name)
+    folder = os.path.join(work_dir, "candidates", f"{engine_name}-{precision}")
+    os.makedirs(folder, exist_ok=True)
+    built = BuiltCandidate(engine_name, engine.version() or "", precision, folder, 0.0)
+    start = time.perf_counter()
+    try:
+        spec = tensor_info.parse(spec_lines)
+        built.engine_config = engine.build(onnx_path, ModelIO.from_dict(io), spec, precision, folder, threads)
+    except AccelflowError as exc:
+        built.error = str(exc)
+    except Exception as exc:  # an engine's own failure on this graph: recorded, not fatal
+        built.error = f"{type(exc).__name__}: {_short(exc)}"
+        built.engine_config = {"traceback": traceback.format_exc(limit=5)}
+    built.build_seconds = time.perf_counter() - start
+    if built.error:
+        shutil.rmtree(folder, ignore_errors=True)
+    return built
+
+
+def _short(exc: Exception) -> str:
+    lines = [l for l in str(exc).strip().splitlines() if l.strip()]
+    return lines[0][:400] if lines else ""

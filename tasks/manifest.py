@@ -1,0 +1,29 @@
+"""The manifest of an optimized model folder: everything needed to load and trust it."""
+
+from __future__ import annotations
+
+import accelflow
+from tasks.machine import library_versions, machine_info
+
+
+def manifest_for(task_name: str, request, fetched, chosen, converted, report) -> dict:
+    return {
+        "task_name": task_name,
+        "model": fetched.name,
+        "version": fetched.version,
+        "format": fetched.format,
+        "level": request.level,
+        "device": request.device,
+        "engine": chosen.engine,
+        "engine_version": chosen.engine_version,
+        "precision": chosen.precision,
+        "engine_config": chosen.engine_config,
+        "io": converted.io,
+        "tensor_info": list(report.tensor_info),
+        "speedup": report.speedup,
+        "machine": machine_info(),
+        "library_versions": library_versions(),
+        "accelflow_version": accelflow.__version__,
+        "created": report.created,
+        "load": "import accelflow; model = accelflow.load(RESULT_FOLDER); outputs = model(*inputs)",
+    }

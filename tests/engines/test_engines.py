@@ -1,0 +1,123 @@
+"""CPU engines built from a real ONNX model and run against ONNX Runtime's reference."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import engines
+from engines import onnxruntime_engine, openvino_engine
+from engines.result import load, write_manifest
+from formats import onnx_model, tensor_info
+from formats.errors import DeviceError, EngineError
+from formats.runner import run_arrays
+from tests import modelzoo
+
+SPEC = tensor_info.parse(["image:float(1*3*16*16,4*3*16*16)"])
+
+
+@pytest.fixture(scope="module")
+def onnx_cnn(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    path = modelzoo.tiny_cnn_onnx(str(folder))
+    return path, onnx_model.check_inputs(path, SPEC)
+
+
+def _arrays(batch: int):
+    return [np.random.default_rng(batch).standard_normal((batch, 3, 16, 16)).astype(np.float32)]
+
+
+@pytest.mark.parametrize("engine,precision", [(onnxruntime_engine, "f32"), (openvino_engine, "f32")])
+def test_f32_engines_match_the_reference(onnx_cnn, tmp_path, engine, precision):
+    path, io = onnx_cnn
+    config = engine.build(path, io, SPEC, precision, str(tmp_path), threads=1)
+    assert os.path.isfile(os.path.join(tmp_path, config["file"]))
+    runner = engine.load(str(tmp_path), {"engine_config": config, "io": io.to_dict()}, threads=1)
+    reference = onnx_model.baseline_runner(path, SPEC, io, threads=1)
+    for batch in (1, 4):
+        got, = run_arrays(runner, _arrays(batch))
+        expected, = run_arrays(reference, _arrays(batch))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_openvino_ir_keeps_f32_weights(onnx_cnn, tmp_path):
+    path, io = onnx_cnn
+    openvino_engine.build(path, io, SPEC, "f32", str(tmp_path), threads=1)
+    xml = open(tmp_path / "model.xml").read()
+    assert 'element_type="f32"' in xml and 'element_type="f16"' not in xml
+
+
+def test_openvino_reduced_precision_follows_cpu_capabilities():
+    reduced = openvino_engine.reduced_precisions()
+    assert openvino_engine.precisions("lossless", "cpu") == ["f32"]
+    assert openvino_engine.precisions("fp16", "cpu") == ["f32"] + reduced
+    assert set(reduced) <= {"bf16", "f16"}
+
+
+def test_candidates_for_auto_and_pinned_engines():
+    auto = engines.candidates("lossless", "cpu")
+    assert {(e.NAME, p) for e, p in auto} == {("onnxruntime", "f32"), ("openvino", "f32")}
+    pinned = engines.candidates("fp16", "cpu", "onnxruntime", onnxruntime_engine.version())
+    assert [(e.NAME, p) for e, p in pinned] == [("onnxruntime", "f32")]
+
+
+def test_engine_version_pin_is_checked_before_work():
+    with pytest.raises(EngineError, match="pip install onnxruntime==0.0.1"):
+        engines.candidates("fp16", "cpu", "onnxruntime", "0.0.1")
+    with pytest.raises(EngineError, match="needs --engine"):
+        engines.candidates("fp16", "cpu", "auto", "1.0")
+    major_minor = ".".join(openvino_engine.version().split(".")[:2])
+    assert engines.candidates("fp16", "cpu", "openvino", major_minor)
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    ("tpu", DeviceError, "unknown device"),
+    ("t4", DeviceError, "no GPU engine"),
+])
+def test_devices_refused_with_a_reason(bad, error, match):
+    with pytest.raises(error, match=match):
+        engines.check_device(bad)
+
+
+def test_unknown_level_and_engine():
+    with pytest.raises(EngineError, match="fp16 or lossless"):
+        engines.check_level("int4")
+    with pytest.raises(EngineError, match="auto, onnxruntime, openvino"):
+        engines.engine_named("tvm")
+
+
+def _result_folder(onnx_cnn, tmp_path, **changes):
+    path, io = onnx_cnn
+    config = onnxruntime_engine.build(path, io, SPEC, "f32", str(tmp_path), threads=1)
+    manifest = {"engine": "onnxruntime", "engine_version": onnxruntime_engine.version(),
+                "precision": "f32", "engine_config": config, "io": io.to_dict(),
+                "tensor_info": SPEC.lines(), **changes}
+    write_manifest(str(tmp_path), manifest)
+    return str(tmp_path)
+
+
+def test_load_runs_with_the_original_structure(onnx_cnn, tmp_path):
+    model = load(_result_folder(onnx_cnn, tmp_path))
+    reference = onnx_model.baseline_runner(onnx_cnn[0], SPEC, onnx_cnn[1], threads=1)
+    # ONNX models take their inputs by name and return a list of outputs.
+    got = model(image=_arrays(2)[0])
+    np.testing.assert_allclose(got[0], run_arrays(reference, _arrays(2))[0], rtol=1e-4, atol=1e-5)
+
+
+def test_load_refuses_another_engine_version(onnx_cnn, tmp_path):
+    folder = _result_folder(onnx_cnn, tmp_path, engine_version="0.0.1")
+    with pytest.raises(EngineError, match="built by onnxruntime 0.0.1"):
+        load(folder)
+
+
+def test_load_refuses_an_unknown_engine_and_a_folder_without_manifest(onnx_cnn, tmp_path):
+    folder = _result_folder(onnx_cnn, tmp_path, engine="tvm")
+    with pytest.raises(EngineError, match="'tvm'"):
+        load(folder)
+    with pytest.raises(EngineError, match="no manifest.json"):
+        load(str(tmp_path / "elsewhere"))
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    assert manifest["manifest_version"] == 1

@@ -1,0 +1,103 @@
+"""Small real models the tests build themselves (no downloads, a few KB to a few MB each)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+class TwoInputs(nn.Module):
+    """A text-like model: token ids and a mask, two outputs (per-token and pooled)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(100, 32)
+        self.proj = nn.Linear(32, 32)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = torch.tanh(self.proj(self.embed(input_ids)))
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return hidden, pooled
+
+
+class Nested(nn.Module):
+    """Takes a tensor, a dict and a list; returns a tuple holding a dict."""
+
+    def forward(self, x, d: Dict[str, torch.Tensor], items: List[torch.Tensor]):
+        total = x * 2.0 + d["bias"]
+        return total, {"scaled": d["scale"] * items[0].sum(), "first": items[1] + 1.0}
+
+
+def _seeded(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.2)
+    return model.eval()
+
+
+def save_traced(model: nn.Module, example: tuple, path: str) -> str:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(model, example).save(path)
+    return path
+
+
+def tiny_cnn_torchscript(folder: str) -> str:
+    torch.manual_seed(0)
+    return save_traced(TinyCNN().eval(), (torch.randn(2, 3, 16, 16),), os.path.join(folder, "cnn.pt"))
+
+
+def two_inputs_torchscript(folder: str) -> str:
+    model = _seeded(TwoInputs())
+    example = (torch.randint(0, 100, (2, 8)), torch.ones(2, 8, dtype=torch.long))
+    return save_traced(model, example, os.path.join(folder, "text.pt"))
+
+
+def nested_torchscript(folder: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(Nested())
+    path = os.path.join(folder, "nested.pt")
+    scripted.save(path)
+    return path
+
+
+def tiny_cnn_onnx(folder: str, *, external_data: bool = False) -> str:
+    torch.manual_seed(0)
+    path = os.path.join(folder, "cnn.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            TinyCNN().eval(), (torch.randn(2, 3, 16, 16),), path, input_names=["image"],
+            output_names=["logits"], dynamic_axes={"image": {0: "batch"}}, opset_version=17, dynamo=False,
+        )
+    if external_data:
+        import onnx
+
+        model = onnx.load(path)
+        onnx.save_model(model, path, save_as_external_data=True, location="cnn.onnx.data", size_threshold=0)
+    return path
+
+
+def checkpoint(folder: str) -> str:
+    path = os.path.join(folder, "weights.pth")
+    torch.save(TinyCNN().state_dict(), path)
+    return path

@@ -1,0 +1,45 @@
+"""The interleaved timing loop, on real ONNX Runtime sessions (no timing assertions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from formats import onnx_model, tensor_info
+from tasks.benchmark import TimingPlan, benchmark_point, time_runners
+from tests import modelzoo
+
+SPEC = tensor_info.parse(["image:float(1*3*16*16)"])
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory):
+    path = modelzoo.tiny_cnn_onnx(str(tmp_path_factory.mktemp("bench")))
+    io = onnx_model.check_inputs(path, SPEC)
+    return {name: onnx_model.baseline_runner(path, SPEC, io, threads=1) for name in ("a", "b")}
+
+
+ARRAYS = [np.zeros((1, 3, 16, 16), np.float32)]
+
+
+def test_every_runner_gets_the_same_rounds_of_full_blocks(runners):
+    plan = TimingPlan(seconds=0.0, min_samples=7, block=2, warmup_seconds=0.0)
+    rounds = time_runners(runners, ARRAYS, plan)
+    assert len(rounds["a"]) == len(rounds["b"]) == 4  # ceil(7 / 2) rounds
+    assert all(len(block) == 2 and min(block) > 0 for r in rounds.values() for block in r)
+
+
+def test_max_samples_stops_a_long_budget(runners):
+    plan = TimingPlan(seconds=3600.0, min_samples=1, max_samples=6, block=3, warmup_seconds=0.0)
+    rounds = time_runners(runners, ARRAYS, plan)
+    assert sum(len(b) for b in rounds["a"]) == 6
+
+
+def test_benchmark_point_reports_each_candidate_against_the_baseline(runners):
+    plan = TimingPlan(seconds=0.0, min_samples=6, warmup_seconds=0.0)
+    rows = benchmark_point("fixed", {"image": (1, 3, 16, 16)}, ARRAYS, runners["a"], {"b": runners["b"]}, plan)
+    row = rows["b"]
+    assert row.shape_point == "fixed" and row.shapes == {"image": [1, 3, 16, 16]}
+    assert row.baseline.iterations == row.optimized.iterations == 6
+    assert row.speedup.ci_low <= row.speedup.ratio <= row.speedup.ci_high
+    assert row.optimized.throughput == pytest.approx(1000.0 / row.optimized.mean)

@@ -1,0 +1,77 @@
+"""Output path checks and the all-or-nothing result folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from formats.errors import OutputPathError
+from tasks import package
+
+
+@pytest.mark.parametrize("relative", [".", "results", "results/deeper"])
+def test_output_inside_the_model_home_is_refused(tmp_path, relative):
+    with pytest.raises(OutputPathError, match="overlaps the model's home directory"):
+        package.check_output_path(str(tmp_path / relative), str(tmp_path))
+
+
+def test_output_containing_the_model_home_is_refused(tmp_path):
+    home = tmp_path / "models" / "bert" / "v1"
+    home.mkdir(parents=True)
+    with pytest.raises(OutputPathError, match="one contains the other"):
+        package.check_output_path(str(tmp_path / "models"), str(home))
+
+
+def test_overlap_through_a_symlink_is_refused(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    os.symlink(home, tmp_path / "alias")
+    with pytest.raises(OutputPathError):
+        package.check_output_path(str(tmp_path / "alias" / "out"), str(home))
+
+
+def test_sibling_output_is_fine_even_with_a_shared_prefix(tmp_path):
+    home = tmp_path / "model"
+    home.mkdir()
+    assert package.check_output_path(str(tmp_path / "model-results"), str(home)) == str(tmp_path / "model-results")
+
+
+def test_output_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputPathError, match="not a folder"):
+        package.check_output_path(str(tmp_path / "file"), None)
+
+
+def test_finalize_renames_atomically_and_never_overwrites(tmp_path):
+    first = package.start_staging(str(tmp_path))
+    (open(os.path.join(first, "a"), "w")).close()
+    assert package.finalize(first, str(tmp_path), "job-bert-v1#1") == str(tmp_path / "job-bert-v1-1")
+    second = package.start_staging(str(tmp_path))
+    assert package.finalize(second, str(tmp_path), "job-bert-v1#1") == str(tmp_path / "job-bert-v1-1-2")
+    assert os.listdir(tmp_path / "job-bert-v1-1") == ["a"]
+
+
+def test_discard_removes_staging_and_an_output_folder_it_created(tmp_path):
+    output = tmp_path / "new"
+    staging = package.start_staging(str(output))
+    package.discard(staging, str(output))
+    assert not output.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "other-result").mkdir()
+    package.discard(package.start_staging(str(kept)), str(kept))
+    assert os.listdir(kept) == ["other-result"]
+
+
+def test_stale_partials_are_removed_fresh_ones_kept(tmp_path):
+    stale = tmp_path / ".partial-old"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    fresh = package.start_staging(str(tmp_path))
+    assert not stale.exists() and os.path.isdir(fresh)
+
+
+@pytest.mark.parametrize("name,expected", [("a/b", "a-b"), ("../../etc", "etc"), ("", "task"), ("x" * 300, "x" * 120)])
+def test_slug_is_filesystem_safe(name, expected):
+    assert package.slug(name) == expected

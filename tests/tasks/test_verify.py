@@ -1,0 +1,108 @@
+"""The accuracy gate's comparisons and its inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from formats import tensor_info
+from formats.errors import SpecError
+from tasks.verify import compare, random_draws, sample_draws, tolerances
+
+RNG = np.random.default_rng(0)
+REF = RNG.standard_normal((4, 64)).astype(np.float32) * 3.0
+
+
+def test_identical_outputs_pass_with_zero_diff():
+    acc = compare([[REF]], [[REF.copy()]], ["out"], tolerances("lossless"))
+    out = acc.outputs[0]
+    assert acc.passed and out.passed
+    assert out.max_abs_diff == 0.0 and out.cosine_similarity == pytest.approx(1.0)
+    assert out.scale == pytest.approx(float(np.abs(REF).max()))
+
+
+def test_bf16_sized_error_passes_fp16_and_fails_lossless():
+    noisy = REF * (1 + RNG.uniform(-4e-3, 4e-3, REF.shape)).astype(np.float32)
+    assert compare([[REF]], [[noisy]], ["out"], tolerances("fp16")).passed
+    lossless = compare([[REF]], [[noisy]], ["out"], tolerances("lossless"))
+    assert not lossless.passed
+    assert "out: max abs diff" in lossless.reason and "allowed" in lossless.reason
+
+
+def test_worst_draw_decides():
+    bad = REF.copy()
+    bad[0, 0] += 1.0
+    acc = compare([[REF], [REF]], [[REF], [bad]], ["out"], tolerances("fp16"))
+    assert not acc.passed and acc.draws == 2
+    assert acc.outputs[0].max_abs_diff == pytest.approx(1.0, rel=1e-6)
+
+
+def test_relative_diff_ignores_near_zero_references():
+    ref = np.array([1e-9, 2.0, -4.0], dtype=np.float32)
+    got = np.array([1e-6, 2.002, -4.0], dtype=np.float32)
+    out = compare([[ref]], [[got]], ["out"], tolerances("fp16")).outputs[0]
+    assert out.max_rel_diff == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_nan_must_match_in_place():
+    ref = np.array([1.0, np.nan, 3.0], dtype=np.float32)
+    assert compare([[ref]], [[ref.copy()]], ["o"], tolerances("lossless")).passed
+    moved = np.array([np.nan, 2.0, 3.0], dtype=np.float32)
+    assert not compare([[ref]], [[moved]], ["o"], tolerances("fp16")).passed
+
+
+def test_integer_outputs_count_mismatches():
+    ref = np.arange(200, dtype=np.int64)
+    got = ref.copy()
+    got[0] = 7
+    fp16 = compare([[ref]], [[got]], ["labels"], tolerances("fp16")).outputs[0]
+    assert fp16.mismatch_share == pytest.approx(0.005) and fp16.passed
+    assert not compare([[ref]], [[got]], ["labels"], tolerances("lossless")).passed
+
+
+def test_shape_mismatch_fails():
+    acc = compare([[REF]], [[REF[:2]]], ["out"], tolerances("fp16"))
+    assert not acc.passed and acc.outputs[0].mismatch_share == 1.0
+
+
+def test_overrides_replace_defaults():
+    tol = tolerances("fp16", {"rtol": 0.5, "min_cosine": None})
+    assert tol["rtol"] == 0.5 and tol["min_cosine"] == 0.999
+
+
+def test_random_draws_cover_every_shape_point():
+    spec = tensor_info.parse(["input_ids:int64(1*4,2*16)", "attention_mask:int64(1*4,2*16)"])
+    draws = random_draws(spec, per_shape=2)
+    assert [d.label for d in draws] == ["min", "min", "mid", "mid", "max", "max"]
+    ids, mask = draws[-1].arrays
+    assert ids.shape == mask.shape == (2, 16)
+    assert set(np.unique(mask)) <= {0, 1} and ids.max() < 100
+
+
+def test_sample_draws_from_npz(tmp_path):
+    spec = tensor_info.parse(["input_0:float(1*3,4*3)"])
+    path = tmp_path / "samples.npz"
+    np.savez(path, **{"0/input_0": np.ones((2, 3), np.float32), "1/input_0": np.zeros((4, 3), np.float32)})
+    draws = sample_draws(spec, str(path))
+    assert [d.label for d in draws] == ["sample 0", "sample 1"]
+    assert draws[1].arrays[0].shape == (4, 3)
+
+
+@pytest.mark.parametrize("content,match", [
+    ({"other": np.ones((1, 3), np.float32)}, "no array for input_0"),
+    ({"input_0": np.ones((9, 3), np.float32)}, "outside"),
+])
+def test_bad_samples_are_refused(tmp_path, content, match):
+    spec = tensor_info.parse(["input_0:float(1*3,4*3)"])
+    path = tmp_path / "samples.npz"
+    np.savez(path, **content)
+    with pytest.raises(SpecError, match=match):
+        sample_draws(spec, str(path))
+
+
+def test_pickled_samples_are_never_unpickled(tmp_path):
+    spec = tensor_info.parse(["input_0:float(1*3)"])
+    path = tmp_path / "samples.npz"
+    np.savez(path, input_0=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        sample_draws(spec, str(path))
