@@ -149,3 +149,26 @@ def test_tensor_info_prints_structure_as_json(capsys, tmp_path):
     assert main(["tensor-info", "-f", str(info)]) == 0
     assert set(json.loads(capsys.readouterr().out)["items"]) == {"input_ids", "input_mask"}
     _fails(["tensor-info", "input_0:float(0*3)"], capsys, "line 1")
+
+
+def test_interrupt_leaves_no_result_and_no_staging(prefect_server, cnn, tmp_path):
+    import signal
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    out = tmp_path / "out"
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value())
+    args = [sys.executable, "-m", "flows.cli", "optimize", cnn, *CNN_INFO, "--bench-seconds", "60", "--output", str(out)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stderr:  # wait until the benchmark (the long step) is under way
+        lines.append(line)
+        if "[6/8] benchmark ..." in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0, "".join(lines) + rest
+    assert "Traceback" not in rest
+    assert not out.exists() or os.listdir(out) == []

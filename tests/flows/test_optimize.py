@@ -131,3 +131,17 @@ def test_no_accurate_candidate_fails_and_leaves_no_folder(prefect_server, tmp_pa
         _run(model=path, tensor_info=["input_0:float(1*3*16*16)"], output=str(out), min_cosine=1.5)
     assert "cosine" in str(err.value) and "required >= 1.5" in str(err.value)
     assert not out.exists()
+
+
+def test_model_from_an_s3_repository(prefect_server, s3_repo_uri, tmp_path):
+    from tasks.repository import ModelRepository
+
+    (tmp_path / "models").mkdir()
+    path = modelzoo.tiny_cnn_torchscript(str(tmp_path / "models"))
+    ModelRepository(s3_repo_uri).add("cnn", "v1", str(tmp_path / "models"), source="uploaded", format="torchscript")
+    result = _run(model="cnn@v1", repo=s3_repo_uri, tensor_info=["input_0:float(1*3*16*16)"],
+                  output=str(tmp_path / "out"), engine="onnxruntime")
+    report = json.load(open(result["report_json"]))
+    assert (report["model"], report["version"], report["task_name"]) == ("cnn", "v1", "cnn-v1-fp16")
+    assert os.listdir(tmp_path / "out") == ["cnn-v1-fp16"]  # the fetched copy went with the staging folder
+    assert os.path.getsize(path) > 0
