@@ -36,25 +36,27 @@ def check_level(level: str) -> str:
     return normal
 
 
+def known_device(device: str) -> str:
+    """A deployment machine type accelflow knows (whether or not this machine has it)."""
+    normal = device.lower()
+    if normal not in CPU_DEVICES + GPU_DEVICES:
+        raise DeviceError(f"unknown device {device!r}; choose one of: {', '.join(CPU_DEVICES + GPU_DEVICES)}.")
+    return normal
+
+
 def check_device(device: str) -> str:
     """A deployment machine type this machine can build for; refused before any work otherwise."""
-    normal = device.lower()
-    if normal in CPU_DEVICES:
-        return normal
-    if normal in GPU_DEVICES:
-        if not any(normal_matches_gpu_engine(e, normal) for e in ENGINES):
-            raise DeviceError(
-                f"device {device!r} is a GPU machine type, but no GPU engine is available here "
-                "(TensorRT / ONNX Runtime CUDA are not installed, or no GPU is present). "
-                "Run the task on a machine of that type, or use --device cpu."
-            )
-        return normal
-    raise DeviceError(
-        f"unknown device {device!r}; choose one of: {', '.join(CPU_DEVICES + GPU_DEVICES)}."
-    )
+    normal = known_device(device)
+    if normal in GPU_DEVICES and not any(_builds_for(e, normal) for e in ENGINES):
+        raise DeviceError(
+            f"device {device!r} is a GPU machine type, but no GPU engine is available here "
+            "(TensorRT / ONNX Runtime CUDA are not installed, or no GPU is present). "
+            "Run the task on a machine of that type, or use --device cpu."
+        )
+    return normal
 
 
-def normal_matches_gpu_engine(engine: ModuleType, device: str) -> bool:
+def _builds_for(engine: ModuleType, device: str) -> bool:
     return device in engine.DEVICES and engine.version() is not None
 
 

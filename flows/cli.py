@@ -1,8 +1,10 @@
 """The `accelflow` command line.
 
-    accelflow optimize MODEL -t LINE ... --level fp16 --output DIR
-    accelflow tensor-info LINE ... | -f FILE
+    accelflow optimize MODEL... -t LINE ... --level fp16 --output DIR [--submit]
+    accelflow tasks list|show|stop|save|retry|delete|tag ...
     accelflow repo add|list|show ...
+    accelflow tensor-info LINE ... | -f FILE
+    accelflow server [--port N] [--limit K]
 
 User errors (AccelflowError) print one clear message and exit 2, without a traceback
 unless --debug is given.
@@ -20,15 +22,16 @@ import time
 from formats.errors import AccelflowError
 
 EXIT_USER_ERROR = 2
+EXIT_STOPPED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _configure_logging(args.debug, getattr(args, "json", False))
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.debug)
+    args.started = started
     try:
-        return args.func(args, started) if args.func is run_optimize else args.func(args)
+        return args.func(args)
     except AccelflowError as exc:
         if args.debug:
             raise
@@ -37,43 +40,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was kept.", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if type(exc).__name__ != "CancelledRun" or args.debug:
+            raise
+        print(f"stopped: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flows import repo_cli, server, tasks_cli
+
     parser = argparse.ArgumentParser(prog="accelflow", description="Optimize trained models for inference, and prove it.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own logs")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     _add_optimize(verbs)
-    _add_tensor_info(verbs)
-    from flows import repo_cli
-
+    tasks_cli.register(verbs)
     repo_cli.register(verbs)
+    _add_tensor_info(verbs)
+    server.register(verbs)
     return parser
 
 
 def _add_optimize(verbs) -> None:
-    p = verbs.add_parser("optimize", help="optimize a model and report the speed-up and accuracy")
-    p.add_argument("model", metavar="MODEL", help="model file or folder, or NAME@VERSION in the model repository")
-    p.add_argument("-t", "--tensor-info", action="append", default=[], metavar="LINE", help="element:dtype(shape), once per input tensor")
-    p.add_argument("--tensor-info-file", metavar="FILE", help="tensor information, one line per input tensor")
-    p.add_argument("--level", default="fp16", help="fp16 (default) or lossless")
-    p.add_argument("--device", default="cpu", help="deployment machine type (default cpu)")
-    p.add_argument("--output", required=True, metavar="PATH", help="folder the result folder is written under")
-    p.add_argument("--name", help="task name (default <model>-<level>)")
-    p.add_argument("--tag", action="append", default=[], dest="tags", help="a tag; repeatable")
-    p.add_argument("--engine", default="auto", help="auto (default: fastest accurate), onnxruntime or openvino")
-    p.add_argument("--engine-version", help="pin the engine's version (checked before any work)")
-    p.add_argument("--repo", help="model repository: a folder or s3://bucket/prefix (default $ACCELFLOW_REPO or ./model-repo)")
-    p.add_argument("--model-file", help="the model file inside a version folder holding several")
-    p.add_argument("--samples", metavar="FILE.npz", help="sample inputs for the accuracy gate (keys: element names)")
-    p.add_argument("--qat", action="store_true", help="the model was trained with quantization-aware training")
-    p.add_argument("--rtol", type=float, help="accuracy: allowed max abs diff relative to the output's scale")
-    p.add_argument("--atol", type=float, help="accuracy: allowed absolute diff added to the relative part")
-    p.add_argument("--min-cosine", type=float, help="accuracy: lowest cosine similarity allowed")
-    p.add_argument("--int-range", action="append", default=[], metavar="NAME=LO:HI", help="range of random integer inputs (HI excluded); NAME may be *")
-    p.add_argument("--draws", type=int, default=3, help="random accuracy draws per shape point (default 3)")
-    p.add_argument("--bench-seconds", type=float, default=5.0, help="benchmark time per shape point (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the result paths and figures")
+    from flows.options import add_request_options
+
+    p = verbs.add_parser("optimize", help="optimize models and report the speed-up and accuracy")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="model file or folder, or NAME@VERSION[,VERSION...] in the model repository")
+    add_request_options(p)
+    p.add_argument("--submit", action="store_true", help="send to the server at PREFECT_API_URL and return at once")
+    p.add_argument("--json", action="store_true", help="print JSON (the result, or the submitted tasks)")
     p.set_defaults(func=run_optimize)
 
 
@@ -92,56 +88,68 @@ def run_tensor_info(args) -> int:
     return 0
 
 
-def request_from_args(args, started: float):
+def run_optimize(args) -> int:
+    from flows.fanout import DEFAULT_BATCH_NAME, child_requests
+    from flows.options import request_fields
     from flows.request import OptimizeRequest
-    from formats import tensor_info
 
-    lines = tensor_info.load_lines(args.tensor_info or None, args.tensor_info_file)
-    return OptimizeRequest(
-        model=args.model, tensor_info=lines, output=args.output, level=args.level,
-        device=args.device, name=args.name, tags=args.tags, engine=args.engine,
-        engine_version=args.engine_version, repo=args.repo, model_file=args.model_file,
-        samples=args.samples, qat=args.qat, rtol=args.rtol, atol=args.atol,
-        min_cosine=args.min_cosine, int_ranges=_int_ranges(args.int_range),
-        draws=args.draws, bench_seconds=args.bench_seconds, submitted_at=started,
-    )
+    base = OptimizeRequest(model=args.models[0], submitted_at=args.started, **request_fields(args))
+    requests = child_requests(base, args.models)
+    if args.submit:
+        return _submit(requests, base.name or DEFAULT_BATCH_NAME, args.json)
+    return run_inline(requests, base.name or DEFAULT_BATCH_NAME, args.json)
 
 
-def _int_ranges(items: list[str]) -> dict[str, list[int]]:
-    ranges = {}
-    for item in items:
-        name, _, span = item.rpartition("=")
-        lo, _, hi = span.partition(":")
-        try:
-            ranges[name or "*"] = [int(lo), int(hi)]
-        except ValueError:
-            raise AccelflowError(f"--int-range {item!r}: write NAME=LOW:HIGH, for example input_ids=0:30522.") from None
-    return ranges
+def _submit(requests, batch_name: str, as_json: bool) -> int:
+    from flows.batch import submit
+    from flows.request import check_request
+
+    requests = [check_request(r, local=False) for r in requests]
+    tasks = submit(requests, batch_name)
+    if as_json:
+        print(json.dumps(tasks, indent=2))
+    else:
+        for task in tasks:
+            print(f"submitted {task['name']}  ({task['id']})")
+    return 0
 
 
-def run_optimize(args, started: float) -> int:
+def run_inline(requests, batch_name: str, as_json: bool) -> int:
+    """Run in this process on Prefect's embedded default (or PREFECT_API_URL if set)."""
+    from prefect import tags
+
+    from flows.batch import optimize_batch
     from flows.optimize import optimize, preflight
 
-    request, _ = preflight(request_from_args(args, started))
-    result = optimize.with_options(flow_run_name=request.name)(request=request)
-    if args.json:
-        print(json.dumps(result, indent=2))
+    requests = [preflight(r)[0] for r in requests]  # every task checked before any starts
+    if len(requests) == 1:
+        with tags(*requests[0].tags):
+            results = [optimize.with_options(flow_run_name=requests[0].name)(request=requests[0])]
     else:
-        _print_summary(result)
-    return 0
+        results = optimize_batch.with_options(flow_run_name=batch_name)(requests=requests)
+    if as_json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    else:
+        for result in results:
+            _print_summary(result)
+    return 0 if all(r.get("result_folder") for r in results) else 1
 
 
 def _print_summary(result: dict) -> None:
     from reports.render import console_summary
     from reports.results import TaskReport
 
+    if not result.get("report_json"):
+        print(f"{result['name']}: {result.get('state', 'failed').lower()}: {result.get('reason', '')}")
+        return
     with open(result["report_json"], encoding="utf-8") as f:
         report = TaskReport.from_dict(json.load(f))
     print(console_summary(report, result["result_folder"]))
 
 
-def _configure_logging(debug: bool, quiet: bool) -> None:
+def _configure_logging(debug: bool) -> None:
     """Our progress lines on stderr; Prefect's console output only with --debug."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not debug:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")

@@ -13,6 +13,7 @@ from prefect import flow
 
 from flows.progress import Progress
 from flows.request import OptimizeRequest, check_request
+from flows.stopping import StopWatcher
 from formats.runner import thread_count
 from tasks import package, runners, steps
 from tasks.benchmark import TimingPlan
@@ -43,17 +44,23 @@ def preflight(request: OptimizeRequest) -> tuple[OptimizeRequest, str]:
 
 
 @flow(name="optimize", persist_result=False, validate_parameters=True)
-def optimize(request: OptimizeRequest) -> dict:
+def optimize(request: OptimizeRequest):
+    from prefect.runtime import flow_run
+    from prefect.states import Cancelled
+
     request, output = preflight(request)
     created_output = not os.path.exists(output)
     staging = package.start_staging(output)
-    try:
-        return _optimize_into(request, output, staging)
-    except BaseException:
-        package.discard(staging, output if created_output else None)
-        raise
-    finally:
-        runners.release()
+    with StopWatcher(flow_run.get_id()) as watcher:
+        try:
+            return _optimize_into(request, output, staging)
+        except BaseException:
+            package.discard(staging, output if created_output else None)
+            if watcher.requested:
+                return Cancelled(message="stopped by the user; nothing was kept")
+            raise
+        finally:
+            runners.release()
 
 
 def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
@@ -84,13 +91,13 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
     with progress.step("report"):
         candidates = candidates_of(built, accuracies, timed)
         best = select(candidates)
-        timings = dict(progress.timings, orchestration=_orchestration(request, progress))
+        timings = dict(progress.timings, **_overheads(request, progress))
         report = assemble(task_name, request, fetched, candidates, best, timings)
     with progress.step("package"):
         chosen = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
         runners.release()  # the chosen engine's files move; nothing may hold them open
         result = _package(request, fetched, task_name, chosen, converted, report, staging, output)
-    _publish(report)
+    _publish(report, result)
     return result
 
 
@@ -106,9 +113,17 @@ def _build_all(request, converted, lines, work, threads, progress) -> list:
     return built
 
 
-def _orchestration(request: OptimizeRequest, progress: Progress) -> float:
-    """Wall time since submission not spent inside a step: Prefect, process start, waiting."""
-    return round(max(0.0, time.time() - request.submitted_at - sum(progress.timings.values())), 3)
+def _overheads(request: OptimizeRequest, progress: Progress) -> dict[str, float]:
+    """Time waiting for a free runner slot, and orchestration: the rest of the wall time not
+    spent inside a step (process start, imports, Prefect's server and bookkeeping)."""
+    from tasks.machine import process_started_at
+
+    started = max(request.submitted_at, process_started_at() or request.submitted_at)
+    busy = sum(progress.timings.values())
+    return {
+        "queued": round(max(0.0, started - request.submitted_at), 3),
+        "orchestration": round(max(0.0, time.time() - started - busy), 3),
+    }
 
 
 def _package(request, fetched, task_name, chosen, converted, report, staging, output) -> dict:
@@ -130,18 +145,26 @@ def _package(request, fetched, task_name, chosen, converted, report, staging, ou
         "engine_version": report.engine_version,
         "precision": report.precision,
         "accuracy_passed": report.accuracy.passed,
+        "model": fetched.name,
+        "version": fetched.version,
+        "model_id": fetched.model_id,
+        "version_id": fetched.version_id,
+        "level": request.level,
+        "device": request.device,
     }
 
 
-def _publish(report) -> None:
-    """The report on the flow run page: markdown and a table artifact."""
+def _publish(report, result: dict) -> None:
+    """The report on the flow run page (markdown, latency table) and the result the task list reads."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from flows.progress import _quietly
+    from flows.progress import quietly
+    from flows.tasklist import RESULT_ARTIFACT
     from reports.render import summary_table, to_markdown
 
-    _quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
-    _quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))
+    quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
+    quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))
+    quietly(lambda: create_table_artifact([result], key=RESULT_ARTIFACT, description="accelflow result"))
 
 
 __all__ = ["optimize", "preflight"]

@@ -28,7 +28,7 @@ class Progress:
         from prefect.artifacts import create_progress_artifact
 
         self.timings: dict[str, float] = {}
-        self.artifact = _quietly(lambda: create_progress_artifact(0.0, description="optimization progress"))
+        self.artifact = quietly(lambda: create_progress_artifact(0.0, description="optimization progress"))
         self._done = 0.0
 
     @contextlib.contextmanager
@@ -46,7 +46,7 @@ class Progress:
 
         self._done = percent
         if self.artifact:
-            _quietly(lambda: update_progress_artifact(self.artifact, float(percent)))
+            quietly(lambda: update_progress_artifact(self.artifact, float(percent)))
 
     def say(self, message: str) -> None:
         console.info(message)
@@ -63,7 +63,7 @@ def _run_logger():
         return console
 
 
-def _quietly(call):
+def quietly(call):
     """Artifacts are a view for the UI: a failure to write one must not fail the task."""
     try:
         return call()

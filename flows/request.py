@@ -34,6 +34,7 @@ class OptimizeRequest(BaseModel):
     int_ranges: dict[str, list[int]] = Field(default_factory=dict)
     draws: int = Field(3, ge=1, le=100, description="random accuracy draws per shape point")
     bench_seconds: float = Field(5.0, gt=0, description="benchmark time per shape point")
+    retry_of: str | None = Field(None, description="id of the task this one re-accelerates")
     submitted_at: float = Field(default_factory=time.time)
 
     def tolerance_overrides(self) -> dict[str, float]:
@@ -44,14 +45,17 @@ class OptimizeRequest(BaseModel):
         return {k: (int(v[0]), int(v[1])) for k, v in self.int_ranges.items()}
 
 
-def check_request(request: OptimizeRequest) -> OptimizeRequest:
+def check_request(request: OptimizeRequest, local: bool = True) -> OptimizeRequest:
     """Every check that needs no model: level, device, engine and version, tensor information.
 
+    `local=False` (a request submitted to a server) skips what depends on the machine that
+    will run it: the engines installed there and the GPU it has.
     Returns the request normalised (canonical level, device and tensor-information lines).
     """
     level = engines.check_level(request.level)
-    device = engines.check_device(request.device)
-    engines.candidates(level, device, request.engine, request.engine_version)
+    device = engines.check_device(request.device) if local else engines.known_device(request.device)
+    if local:
+        engines.candidates(level, device, request.engine, request.engine_version)
     lines = tensor_info.parse(request.tensor_info).lines()
     if request.samples and not os.path.isfile(request.samples):
         raise SpecError(f"--samples file not found: {request.samples}")
@@ -59,7 +63,25 @@ def check_request(request: OptimizeRequest) -> OptimizeRequest:
         raise SpecError("--qat (INT8 for quantization-aware-trained models) is not available yet in this version.")
     _check_int_ranges(request.int_ranges)
     name = request.name or default_task_name(request.model, level)
-    return request.model_copy(update={"level": level, "device": device, "tensor_info": lines, "name": name})
+    return request.model_copy(update={"level": level, "device": device, "tensor_info": lines, "name": name,
+                                      **_absolute_locations(request)})
+
+
+def _absolute_locations(request: OptimizeRequest) -> dict:
+    """Paths and the repository made absolute, so the request means the same in a worker
+    started from another folder (a relative path or the default repository would not)."""
+    from tasks.repository import ModelRepository, parse_model_ref
+
+    fields = {"output": _absolute(request.output), "repo": ModelRepository(request.repo).uri}
+    if parse_model_ref(request.model) is None:
+        fields["model"] = _absolute(request.model)
+    if request.samples:
+        fields["samples"] = _absolute(request.samples)
+    return fields
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 def default_task_name(model: str, level: str) -> str:

@@ -152,6 +152,18 @@ def needs_external_data(path: str, limit: int = 1 << 30) -> bool:
     return any(t.data_location == 1 for t in graph.initializer)  # TensorProto.EXTERNAL
 
 
+def companion_files(path: str) -> list[str]:
+    """External-data files an ONNX model refers to (empty for other formats)."""
+    if not detect(path):
+        return []
+    graph = _onnx().load(path, load_external_data=False).graph
+    folder = os.path.dirname(os.path.abspath(path))
+    names = {e.value for t in graph.initializer if t.data_location == 1
+             for e in t.external_data if e.key == "location"}
+    paths = [os.path.normpath(os.path.join(folder, n)) for n in sorted(names)]
+    return [p for p in paths if p.startswith(folder + os.sep) and os.path.isfile(p)]
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import time
 
 from formats.runner import thread_count
 
@@ -33,6 +34,18 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "hostname": platform.node(),
     }
+
+
+def process_started_at() -> float | None:
+    """When this process started (epoch seconds), from /proc on Linux; None elsewhere."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _cpuinfo_field(name: str) -> str:

@@ -359,8 +359,13 @@ class ModelRepository:
     # -- adding ------------------------------------------------------------------------------
 
     def add(self, name: str, version: str, src: str, *, source: str, format: str,
-            extra: dict | None = None) -> VersionEntry:
-        """Add ``src`` (a local file or folder) as a new version of model ``name``."""
+            extra: dict | None = None, model_id: str | None = None,
+            version_id: str | None = None) -> VersionEntry:
+        """Add ``src`` (a local file or folder) as a new version of model ``name``.
+
+        ``model_id`` (used only when the model is new) and ``version_id`` let a caller name
+        folders after the ids before the add; by default they are generated.
+        """
         check_name(name, "model")
         check_name(version, "version")
         _check_label(source, "source")
@@ -368,14 +373,14 @@ class ModelRepository:
         extra = _check_extra(extra)
         files = _local_files(os.fspath(src))
         with self._storage_errors(f"add {name}@{version}"):
-            model = self._model_for_add(name, source, format)
+            model = self._model_for_add(name, source, format, model_id)
             self._refuse_existing(model, version)
-            return self._write_version(model, version, files, extra)
+            return self._write_version(model, version, files, extra, version_id)
 
-    def _model_for_add(self, name: str, source: str, format: str) -> ModelEntry:
+    def _model_for_add(self, name: str, source: str, format: str, model_id: str | None) -> ModelEntry:
         model = self._model(name)
         if model is None:  # written with the first version, see _write_version
-            return ModelEntry(name=name, id=_new_id(), source=source, format=format, created=_now())
+            return ModelEntry(name=name, id=model_id or _new_id(), source=source, format=format, created=_now())
         for key, wanted in (("source", source), ("format", format)):
             have = getattr(model, key)
             if have != wanted:
@@ -395,13 +400,13 @@ class ModelRepository:
         self._remove_quietly(self._version_dir(model.name, version))
 
     def _write_version(self, model: ModelEntry, version: str, files: list[tuple[str, str]],
-                       extra: dict) -> VersionEntry:
+                       extra: dict, version_id: str | None = None) -> VersionEntry:
         first = not model.versions
         try:
             sizes = self._copy_files(model.name, version, files)
             if first:
                 self._write_json(self._model_json(model.name), _model_record(model))
-            record = {"version": version, "id": _new_id(), "created": _now(),
+            record = {"version": version, "id": version_id or _new_id(), "created": _now(),
                       "files": list(sizes), "sizes": sizes, "extra": extra}
             self._write_json(self._version_json(model.name, version), record)
         except BaseException:

@@ -1,0 +1,100 @@
+"""Requests for several model versions: a parent flow run over one child run per version.
+
+Inline, the parent runs its children one after another as subflows; submitted, it creates
+each child on the server's deployment for the child's machine type and returns at once.
+Either way the children are linked to the parent (the Prefect UI shows them on its page)
+and the parent keeps a summary table of them.
+"""
+
+from __future__ import annotations
+
+
+from prefect import flow, tags
+
+from flows.optimize import optimize
+from flows.request import OptimizeRequest
+from formats.errors import AccelflowError
+
+TASK_DEPLOYMENT = "optimize/{device}"
+
+
+class SubmitError(AccelflowError):
+    """No server to submit to, or no deployment for the requested machine type."""
+
+
+def deployment_name(device: str) -> str:
+    return TASK_DEPLOYMENT.format(device=device)
+
+
+@flow(name="optimize-batch", persist_result=False)
+def optimize_batch(requests: list[OptimizeRequest], submit: bool = False) -> list[dict]:
+    children = [_submit_one(r) if submit else _run_inline(r) for r in requests]
+    _summarise(children)
+    return children
+
+
+def _run_inline(request: OptimizeRequest) -> dict:
+    with tags(*request.tags):
+        state = optimize.with_options(flow_run_name=request.name)(request=request, return_state=True)
+    row = {"name": request.name, "id": str(state.state_details.flow_run_id), "state": state.name}
+    if state.is_completed():
+        row.update(state.result(raise_on_failure=False) or {})
+    else:
+        row["reason"] = state.message or ""
+    return row
+
+
+def _submit_one(request: OptimizeRequest) -> dict:
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(deployment_name(request.device), parameters={"request": request.model_dump(mode="json")},
+                         flow_run_name=request.name, tags=request.tags, timeout=0)
+    return {"name": run.name, "id": str(run.id), "state": run.state.name if run.state else "Scheduled"}
+
+
+def _summarise(children: list[dict]) -> None:
+    from prefect.artifacts import create_table_artifact
+
+    from flows.progress import quietly
+
+    keys = ("name", "id", "state", "speedup", "engine", "precision", "reason")
+    rows = [{k: child.get(k) for k in keys} for child in children]
+    quietly(lambda: create_table_artifact(rows, description="tasks of this request"))
+
+
+def submit(requests: list[OptimizeRequest], batch_name: str) -> list[dict]:
+    """Create the tasks on the server and return at once with their names and ids."""
+    _check_server(requests)
+    if len(requests) == 1:
+        return [_submit_one(requests[0])]
+    return optimize_batch.with_options(flow_run_name=batch_name)(requests=requests, submit=True)
+
+
+def _check_server(requests: list[OptimizeRequest]) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.tasklist import client
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise SubmitError(
+            "--submit needs a running server: start one with `accelflow server` and set the "
+            "PREFECT_API_URL it prints (export PREFECT_API_URL=http://127.0.0.1:4200/api)."
+        )
+    with client() as c:
+        for device in sorted({r.device for r in requests}):
+            try:
+                c.read_deployment_by_name(deployment_name(device))
+            except Exception as exc:  # noqa: BLE001 - ObjectNotFound, or the server is down
+                raise SubmitError(
+                    f"the server at {url} has no deployment for machine type {device!r} "
+                    f"({deployment_name(device)}): {_why(exc)}. Serve it with `accelflow server` on a "
+                    f"{device} machine, or `prefect deploy` its entry in prefect.yaml."
+                ) from exc
+
+
+def _why(exc: Exception) -> str:
+    return "not found" if type(exc).__name__ == "ObjectNotFound" else f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["optimize_batch", "submit", "deployment_name", "SubmitError"]

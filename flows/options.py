@@ -1,0 +1,68 @@
+"""The options that make an optimization request, shared by `optimize` and `tasks retry`.
+
+For `tasks retry` every option defaults to None, meaning "keep the retried task's value".
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from formats.errors import AccelflowError
+
+# (flags, field, argparse keywords, default when creating a task)
+_OPTIONS = (
+    (("-t", "--tensor-info"), "tensor_info", {"action": "append", "metavar": "LINE", "help": "element:dtype(shape), once per input tensor"}, None),
+    (("--tensor-info-file",), "tensor_info_file", {"metavar": "FILE", "help": "tensor information, one line per input tensor"}, None),
+    (("--level",), "level", {"help": "fp16 (default) or lossless"}, "fp16"),
+    (("--device",), "device", {"help": "deployment machine type (default cpu)"}, "cpu"),
+    (("--output",), "output", {"metavar": "PATH", "help": "folder the result folder is written under"}, None),
+    (("--name",), "name", {"help": "task name (default <model>-<level>)"}, None),
+    (("--tag",), "tags", {"action": "append", "help": "a tag; repeatable"}, None),
+    (("--engine",), "engine", {"help": "auto (default: fastest accurate), onnxruntime or openvino"}, "auto"),
+    (("--engine-version",), "engine_version", {"help": "pin the engine's version (checked before any work)"}, None),
+    (("--repo",), "repo", {"help": "model repository: a folder or s3://bucket/prefix (default $ACCELFLOW_REPO or ./model-repo)"}, None),
+    (("--model-file",), "model_file", {"help": "the model file inside a version folder holding several"}, None),
+    (("--samples",), "samples", {"metavar": "FILE.npz", "help": "sample inputs for the accuracy gate (keys: element names)"}, None),
+    (("--qat",), "qat", {"action": "store_const", "const": True, "help": "the model was trained with quantization-aware training"}, False),
+    (("--rtol",), "rtol", {"type": float, "help": "accuracy: allowed max abs diff relative to the output's scale"}, None),
+    (("--atol",), "atol", {"type": float, "help": "accuracy: allowed absolute diff added to the relative part"}, None),
+    (("--min-cosine",), "min_cosine", {"type": float, "help": "accuracy: lowest cosine similarity allowed"}, None),
+    (("--int-range",), "int_range", {"action": "append", "metavar": "NAME=LO:HI", "help": "range of random integer inputs (HI excluded); NAME may be *"}, None),
+    (("--draws",), "draws", {"type": int, "help": "random accuracy draws per shape point (default 3)"}, 3),
+    (("--bench-seconds",), "bench_seconds", {"type": float, "help": "benchmark time per shape point (default 5)"}, 5.0),
+)
+
+
+def add_request_options(parser: argparse.ArgumentParser, editing: bool = False) -> None:
+    for flags, field, kwargs, default in _OPTIONS:
+        parser.add_argument(*flags, dest=field, default=None if editing else default, **kwargs)
+
+
+def request_fields(args, editing: bool = False) -> dict:
+    """The OptimizeRequest fields the options give (only those given, when editing)."""
+    from formats import tensor_info
+
+    fields = {field: getattr(args, field) for _, field, _, _ in _OPTIONS}
+    info_lines, info_file = fields.pop("tensor_info"), fields.pop("tensor_info_file")
+    if info_lines or info_file or not editing:
+        fields["tensor_info"] = tensor_info.load_lines(info_lines or None, info_file)
+    ranges = fields.pop("int_range")
+    if ranges is not None:
+        fields["int_ranges"] = int_ranges(ranges)
+    if fields["tags"] is None and not editing:
+        fields["tags"] = []
+    if not editing and fields["output"] is None:
+        raise AccelflowError("--output PATH is required: the folder the result is written under.")
+    return {k: v for k, v in fields.items() if v is not None or not editing}
+
+
+def int_ranges(items: list[str]) -> dict[str, list[int]]:
+    ranges = {}
+    for item in items:
+        name, _, span = item.rpartition("=")
+        lo, _, hi = span.partition(":")
+        try:
+            ranges[name or "*"] = [int(lo), int(hi)]
+        except ValueError:
+            raise AccelflowError(f"--int-range {item!r}: write NAME=LOW:HIGH, for example input_ids=0:30522.") from None
+    return ranges

@@ -1,0 +1,33 @@
+"""The runner `accelflow server` starts: serves the optimize flow as one deployment per
+machine type this machine can build for (`optimize/cpu`, ...), each run in its own process."""
+
+from __future__ import annotations
+
+import argparse
+
+GPU_SERVING = ()  # machine types served here in addition to cpu, once GPU engines exist
+
+
+def deployments():
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.optimize import optimize
+
+    return [
+        optimize.to_deployment(name=device, entrypoint_type=EntrypointType.MODULE_PATH,
+                               description=f"optimize a model for {device} machines")
+        for device in ("cpu", *GPU_SERVING)
+    ]
+
+
+def main() -> None:
+    from prefect import serve
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, default=2)
+    args = parser.parse_args()
+    serve(*deployments(), limit=args.limit, pause_on_shutdown=False, print_starting_message=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""What a user does to a task (SPEC 1): details, stop, save, re-accelerate, delete, tag."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from flows.tasklist import (
+    ACTIVE, BATCH_FLOW, TaskError, client, find_task, state_word, task_result, user_state, wait_until_final,
+)
+
+STOP_TIMEOUT = 30.0
+
+
+def show_task(ref: str) -> dict:
+    """Every setting, the state history, the report (or the failure reason), and batch children."""
+    with client() as c:
+        run = find_task(c, ref)
+        history = [{"time": s.timestamp.isoformat(timespec="seconds"), "state": state_word(s), "prefect_state": s.name,
+                    "message": s.message or ""} for s in reversed(c.read_flow_run_states(run.id))]
+        result = task_result(c, run)
+        details = {
+            "id": str(run.id), "name": run.name, "state": user_state(run), "prefect_state": run.state.name,
+            "tags": list(run.tags), "created": run.created.isoformat(timespec="seconds"),
+            "settings": run.parameters.get("request") or run.parameters, "history": history,
+            "result": result, "report": _read_report(result),
+        }
+        if details["state"] == "failed":
+            details["reason"] = run.state.message or ""
+        if c.read_flow(run.flow_id).name == BATCH_FLOW:
+            details["children"] = _children(c, run)
+    return details
+
+
+def _read_report(result: dict) -> dict | None:
+    path = result.get("report_json")
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _children(c, run) -> list[dict]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    children = c.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))
+    return [{"id": str(r.id), "name": r.name, "state": user_state(r)} for r in sorted(children, key=lambda r: r.name)]
+
+
+def stop_task(ref: str, timeout: float = STOP_TIMEOUT) -> dict:
+    """Ask a starting or accelerating task to stop and wait until it has (Cancelled)."""
+    from prefect.states import Cancelled, Cancelling
+
+    with client() as c:
+        run = find_task(c, ref)
+        state = user_state(run)
+        if state not in ACTIVE:
+            raise TaskError(f"task {run.name!r} is {state}; only starting or accelerating tasks can be stopped.")
+        if run.state.type.value in ("SCHEDULED", "PAUSED"):  # nothing runs yet: cancel outright
+            c.set_flow_run_state(run.id, Cancelled(message="stopped by the user before it started"), force=True)
+        else:
+            c.set_flow_run_state(run.id, Cancelling(message="stop requested by the user"), force=True)
+        run = wait_until_final(c, run.id, timeout)
+    return {"id": str(run.id), "name": run.name, "state": user_state(run), "prefect_state": run.state.name}
+
+
+def tag_task(ref: str, add: list[str], remove: list[str]) -> list[str]:
+    with client() as c:
+        run = find_task(c, ref)
+        tags = [t for t in run.tags if t not in remove] + [t for t in add if t not in run.tags]
+        c.update_flow_run(run.id, tags=tags)
+    return tags
+
+
+def delete_task(ref: str, force: bool = False) -> dict:
+    """Remove a task and its working outputs; never a copy saved to the repository."""
+    with client() as c:
+        run = find_task(c, ref)
+        if user_state(run) in ACTIVE:
+            if not force:
+                raise TaskError(f"task {run.name!r} is {user_state(run)}; stop it first or pass --force.")
+            stop_task(str(run.id))
+        folder = task_result(c, run).get("result_folder")
+        if folder and os.path.isdir(folder):
+            shutil.rmtree(folder)
+        c.delete_flow_run(run.id)
+    return {"id": str(run.id), "name": run.name, "removed": folder or None}
+
+
+def save_task_to_repository(ref: str):
+    from tasks.save import save_task
+
+    with client() as c:
+        run = find_task(c, ref)
+        if user_state(run) != "accelerated":
+            raise TaskError(f"task {run.name!r} is {user_state(run)}; only accelerated tasks can be saved.")
+        result = task_result(c, run)
+    if not result.get("result_folder") or not os.path.isdir(result["result_folder"]):
+        raise TaskError(f"the result folder of task {run.name!r} is gone ({result.get('result_folder')}); "
+                        "re-accelerate it to save it.")
+    return save_task(str(run.id), run.name, run.parameters["request"], result)
+
+
+def retry_request(ref: str, edits: dict):
+    """The retried task's request with `edits` applied, named after it and recording its id."""
+    from flows.request import OptimizeRequest
+
+    with client() as c:
+        run = find_task(c, ref)
+        if user_state(run) not in ("failed", "stopped"):
+            raise TaskError(f"task {run.name!r} is {user_state(run)}; only failed or stopped tasks can be re-accelerated.")
+        if c.read_flow(run.flow_id).name == BATCH_FLOW:
+            raise TaskError(f"{run.name!r} is a request of several tasks; re-accelerate its tasks one by one.")
+        original = OptimizeRequest.model_validate(run.parameters["request"])
+        name = edits.pop("name", None) or _retry_name(c, run.name)
+    update = {**edits, "name": name, "retry_of": str(run.id), "submitted_at": time.time()}
+    return original.model_copy(update=update), run.deployment_id is not None
+
+
+def _retry_name(c, name: str) -> str:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    base = name.split("-retry")[0]
+    taken = {r.name for r in c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=f"{base}-retry")))}
+    n = 1
+    while f"{base}-retry{n}" in taken:
+        n += 1
+    return f"{base}-retry{n}"
