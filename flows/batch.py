@@ -48,7 +48,8 @@ def _submit_one(request: OptimizeRequest) -> dict:
     from prefect.deployments import run_deployment
 
     run = run_deployment(deployment_name(request.device), parameters={"request": request.model_dump(mode="json")},
-                         flow_run_name=request.name, tags=request.tags, timeout=0)
+                         flow_run_name=request.name, tags=request.tags, timeout=0,
+                         work_queue_name=request.resource_group)
     return {"name": run.name, "id": str(run.id), "state": run.state.name if run.state else "Scheduled"}
 
 

@@ -16,6 +16,7 @@ _OPTIONS = (
     (("--level",), "level", {"help": "fp16 (default) or lossless"}, "fp16"),
     (("--device",), "device", {"help": "deployment machine type (default cpu)"}, "cpu"),
     (("--output",), "output", {"metavar": "PATH", "help": "folder the result folder is written under"}, None),
+    (("--resource-group",), "resource_group", {"help": "resource group (work queue) of the machine type, for --submit"}, None),
     (("--name",), "name", {"help": "task name (default <model>-<level>)"}, None),
     (("--tag",), "tags", {"action": "append", "help": "a tag; repeatable"}, None),
     (("--engine",), "engine", {"help": "auto (default: fastest accurate), onnxruntime or openvino"}, "auto"),

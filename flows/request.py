@@ -34,6 +34,7 @@ class OptimizeRequest(BaseModel):
     int_ranges: dict[str, list[int]] = Field(default_factory=dict)
     draws: int = Field(3, ge=1, le=100, description="random accuracy draws per shape point")
     bench_seconds: float = Field(5.0, gt=0, description="benchmark time per shape point")
+    resource_group: str | None = Field(None, description="work queue of the machine type's pool (SPEC 2.10)")
     retry_of: str | None = Field(None, description="id of the task this one re-accelerates")
     submitted_at: float = Field(default_factory=time.time)
 

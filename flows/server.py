@@ -5,6 +5,7 @@ accelflow deployments on this machine, with a limit on tasks run at once. Ctrl-C
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ def register(verbs) -> None:
 
 
 def run_server(args) -> int:
+    _stop_on_signals()
     api_url = f"http://{args.host}:{args.port}/api"
     env = dict(os.environ, PREFECT_API_URL=api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false")
     log_path = os.path.join(_prefect_home(), "accelflow-server.log")
@@ -44,8 +46,19 @@ def run_server(args) -> int:
                 _stop(process)
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop everything in order (runner first, then the server),
+    also when started in the background, where SIGINT would otherwise be ignored."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _start(cmd: list[str], env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # A session of its own: the terminal's Ctrl-C reaches only us, and we stop the children in order.
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _prefect() -> str:

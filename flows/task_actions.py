@@ -19,7 +19,8 @@ def show_task(ref: str) -> dict:
     with client() as c:
         run = find_task(c, ref)
         history = [{"time": s.timestamp.isoformat(timespec="seconds"), "state": state_word(s), "prefect_state": s.name,
-                    "message": s.message or ""} for s in reversed(c.read_flow_run_states(run.id))]
+                    "message": s.message or ""}
+                   for s in sorted(c.read_flow_run_states(run.id), key=lambda s: s.timestamp)]
         result = task_result(c, run)
         details = {
             "id": str(run.id), "name": run.name, "state": user_state(run), "prefect_state": run.state.name,

@@ -133,14 +133,36 @@ def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]
     torch = import_torch()
     module = load(path)
     flat = [to_torch(a) for a in example]
-    with torch.inference_mode(), _quiet():
-        outputs = FlatWrapper(module, spec)(*flat, flatten=False)
+    outputs = _run_example(module, spec, flat)
     structure = _output_structure(outputs)
     input_names = unique_onnx_names([leaf.name for leaf in spec.leaves])
     output_names = [f"output_{i}" for i in range(len(flatten_value(outputs, _is_tensor)))]
     onnx_path = os.path.join(out_dir, "model.onnx")
     _export(FlatWrapper(module, spec), flat, onnx_path, input_names, output_names, _dynamic_axes(spec, input_names))
     return onnx_path, ModelIO(input_names, output_names, structure)
+
+
+def _run_example(module, spec, flat: list):
+    """The model's outputs on example inputs: the first place a wrong shape or dtype shows."""
+    torch = import_torch()
+    try:
+        with torch.inference_mode(), _quiet():
+            return FlatWrapper(module, spec)(*flat, flatten=False)
+    except ModelMismatchError:
+        raise
+    except Exception as exc:
+        shapes = ", ".join(f"{leaf.name} {tuple(t.shape)} {leaf.dtype}" for leaf, t in zip(spec.leaves, flat))
+        raise ModelMismatchError(
+            f"the model fails on inputs made from the tensor information ({shapes}): "
+            f"{_last_line(exc)}. Check the tensor information's shapes and dtypes against what "
+            "the model's forward() expects."
+        ) from exc
+
+
+def _last_line(exc: Exception) -> str:
+    """TorchScript errors end with the actual message after an interpreter traceback."""
+    lines = [l.strip() for l in str(exc).strip().splitlines() if l.strip()]
+    return lines[-1][:400] if lines else type(exc).__name__
 
 
 def _output_structure(outputs) -> dict:

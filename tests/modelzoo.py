@@ -101,3 +101,22 @@ def checkpoint(folder: str) -> str:
     path = os.path.join(folder, "weights.pth")
     torch.save(TinyCNN().state_dict(), path)
     return path
+
+
+class SlowLoop(nn.Module):
+    """About 30 GFLOP per call from 1 MB of weights: slow enough to stop mid-benchmark."""
+
+    def __init__(self, steps: int = 120):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(512, 512) * 0.04)
+        self.steps = steps
+
+    def forward(self, x):
+        for _ in range(self.steps):
+            x = torch.tanh(x @ self.weight)
+        return x
+
+
+def slow_torchscript(folder: str) -> str:
+    torch.manual_seed(0)
+    return save_traced(SlowLoop().eval(), (torch.randn(256, 512),), os.path.join(folder, "slow.pt"))
