@@ -29,7 +29,6 @@ class Progress:
 
         self.timings: dict[str, float] = {}
         self.artifact = quietly(lambda: create_progress_artifact(0.0, description="optimization progress"))
-        self._done = 0.0
 
     @contextlib.contextmanager
     def step(self, name: str):
@@ -44,7 +43,6 @@ class Progress:
     def set(self, percent: float) -> None:
         from prefect.artifacts import update_progress_artifact
 
-        self._done = percent
         if self.artifact:
             quietly(lambda: update_progress_artifact(self.artifact, float(percent)))
 

@@ -12,6 +12,7 @@ from engines import engine_named
 from formats import tensor_info
 from formats.errors import AccelflowError
 from formats.modelio import ModelIO
+from tasks import runners
 
 
 @dataclass
@@ -45,6 +46,7 @@ def build_candidate(onnx_path: str, io: dict, spec_lines: list[str], engine_name
     try:
         spec = tensor_info.parse(spec_lines)
         built.engine_config = engine.build(onnx_path, ModelIO.from_dict(io), spec, precision, folder, threads)
+        runners.candidate(built, io, threads)  # loading compiles: a failure belongs to this candidate
     except AccelflowError as exc:
         built.error = str(exc)
     except Exception as exc:  # an engine's own failure on this graph: recorded, not fatal
