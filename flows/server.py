@@ -104,11 +104,34 @@ def _supervise(server: subprocess.Popen, runner: subprocess.Popen) -> int:
 
 
 def _stop(process: subprocess.Popen | None, grace: float = 20.0) -> None:
-    if process is None or process.poll() is not None:
+    """Stop a child and everything it started: its process group (its own session), so that
+    no task process outlives the runner, and no uvicorn worker outlives the server."""
+    if process is None:
         return
-    process.terminate()
+    _signal_group(process, signal.SIGTERM)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        process.kill()
+        pass
+    _wait_group_gone(process.pid, grace)
+    _signal_group(process, signal.SIGKILL)
+    if process.poll() is None:
         process.wait()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """Task processes get SIGTERM with their runner; give them time to clean up their output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.2)

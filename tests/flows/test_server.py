@@ -319,7 +319,17 @@ def test_submit_without_a_deployment_for_the_machine_type(service, repo, tmp_pat
     assert proc.returncode == 2 and "no deployment for machine type 't4'" in proc.stderr
 
 
-def test_ctrl_c_stops_server_and_runner(service):
+def test_ctrl_c_stops_server_runner_and_running_tasks(service, repo, tmp_path):
+    out = tmp_path / "out"
+    submitted = json.loads(service.cli("optimize", "slow@v1", "-t", "input_0:float(256*512)", "--repo", repo,
+                                       "--output", str(out), "--bench-seconds", "120", "--name", "at-shutdown",
+                                       "--submit", "--json").stdout)
+    deadline = time.monotonic() + 240
+    while service.tasks()["at-shutdown"]["state"] != "accelerating":
+        assert time.monotonic() < deadline
+        time.sleep(1)
     assert service.stop() == 0
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", service.port)) != 0  # nothing listens any more
+    assert _run_pids(submitted[0]["id"]) == []  # no task process outlives the runner
+    assert not out.exists() or [p for p in os.listdir(out) if not p.startswith(".partial-")] == []
