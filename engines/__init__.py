@@ -60,8 +60,12 @@ def _builds_for(engine: ModuleType, device: str) -> bool:
     return device in engine.DEVICES and engine.version() is not None
 
 
-def candidates(level: str, device: str, choice: str = "auto", version: str | None = None) -> list[tuple[ModuleType, str]]:
-    """(engine, precision) pairs to build for this level and device, in build order."""
+def candidates(level: str, device: str, choice: str = "auto", version: str | None = None,
+               qat: bool = False) -> list[tuple[ModuleType, str]]:
+    """(engine, precision) pairs to build for this level and device, in build order.
+
+    A QAT model (quantize/dequantize operations in its graph) is built as INT8 by every engine.
+    """
     engines = ENGINES if choice == "auto" else (engine_named(choice),)
     if version and choice == "auto":
         raise EngineError("--engine-version needs --engine NAME: a version belongs to one engine.")
@@ -78,7 +82,7 @@ def candidates(level: str, device: str, choice: str = "auto", version: str | Non
                 f"installed. Install it with: pip install {engine.PACKAGE}=={version}, or drop "
                 "--engine-version to use the installed one."
             )
-        pairs.extend((engine, p) for p in engine.precisions(level, device))
+        pairs.extend((engine, p) for p in (["int8"] if qat else engine.precisions(level, device)))
     if not pairs:
         raise EngineError(f"no engine can build for device {device!r} at level {level} here.")
     return pairs

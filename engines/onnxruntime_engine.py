@@ -29,6 +29,8 @@ def version() -> str | None:
 
 def precisions(level: str, device: str) -> list[str]:
     # An FP16-cast graph on ORT's CPU provider is slower than f32 (DESIGN.md), so f32 only.
+    # ("int8", for QAT models, needs nothing else: ORT_ENABLE_ALL turns Q/DQ pairs into
+    # integer kernels, VNNI where the CPU has it.)
     return ["f32"]
 
 

@@ -64,8 +64,10 @@ def _bounded_shapes(model, io, spec) -> dict:
 
 
 def _compile_config(precision: str, threads: int) -> dict:
+    # int8 (QAT): OpenVINO's low-precision transformations run the FakeQuantize parts in INT8
+    # by themselves; the hint sets the precision of whatever is not quantized, kept f32.
     return {
-        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_PRECISION_HINT": "f32" if precision == "int8" else precision,
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": threads,
     }

@@ -72,13 +72,13 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
     with progress.step("parse tensor information"):
         lines = steps.parse_tensor_info(request.tensor_info)
     with progress.step("convert to ONNX"):
-        converted = steps.convert_to_onnx(fetched.model_file, fetched.format, lines, work)
+        converted = steps.convert_to_onnx(fetched.model_file, fetched.format, lines, work, request.qat)
     with progress.step("build engines"):
         built = _build_all(request, converted, lines, work, threads, progress)
     ok = [b for b in built if not b.error]
     with progress.step("verify accuracy"):
         accuracies = steps.verify_accuracy(
-            fetched.model_file, fetched.format, converted, ok, lines, request.level,
+            fetched.model_file, fetched.format, converted, ok, lines, request.gate(),
             request.tolerance_overrides(), request.samples, request.int_range_map(), request.draws, threads,
         ) if ok else {}
     passing = [b for b in ok if accuracies[b.key].passed]
@@ -93,6 +93,9 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
         best = select(candidates)
         timings = dict(progress.timings, **_overheads(request, progress))
         report = assemble(task_name, request, fetched, candidates, best, timings)
+        if converted.cached:
+            report.notes.append("the ONNX conversion came from the cache (same model bytes, tensor "
+                                "information and converter versions).")
     with progress.step("package"):
         chosen = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
         runners.release()  # the chosen engine's files move; nothing may hold them open
@@ -105,7 +108,8 @@ def _build_all(request, converted, lines, work, threads, progress) -> list:
     import engines
 
     built = []
-    for engine, precision in engines.candidates(request.level, request.device, request.engine, request.engine_version):
+    for engine, precision in engines.candidates(request.level, request.device, request.engine,
+                                                request.engine_version, request.qat):
         b = steps.build_candidate(converted.onnx_path, converted.io, lines, engine.NAME, precision, work, threads)
         status = f"failed: {b.error}" if b.error else f"built in {b.build_seconds:.1f}s"
         progress.say(f"    {engine.NAME} {precision}: {status}")

@@ -38,6 +38,10 @@ class OptimizeRequest(BaseModel):
     retry_of: str | None = Field(None, description="id of the task this one re-accelerates")
     submitted_at: float = Field(default_factory=time.time)
 
+    def gate(self) -> str:
+        """Which default tolerances apply: the level's, or INT8's for a QAT model."""
+        return "qat" if self.qat else self.level
+
     def tolerance_overrides(self) -> dict[str, float]:
         values = {"rtol": self.rtol, "atol": self.atol, "min_cosine": self.min_cosine}
         return {k: v for k, v in values.items() if v is not None}
@@ -56,14 +60,12 @@ def check_request(request: OptimizeRequest, local: bool = True) -> OptimizeReque
     level = engines.check_level(request.level)
     device = engines.check_device(request.device) if local else engines.known_device(request.device)
     if local:
-        engines.candidates(level, device, request.engine, request.engine_version)
+        engines.candidates(level, device, request.engine, request.engine_version, request.qat)
     lines = tensor_info.parse(request.tensor_info).lines()
     if request.samples and not os.path.isfile(request.samples):
         raise SpecError(f"--samples file not found: {request.samples}")
-    if request.qat:
-        raise SpecError("--qat (INT8 for quantization-aware-trained models) is not available yet in this version.")
     _check_int_ranges(request.int_ranges)
-    name = request.name or default_task_name(request.model, level)
+    name = request.name or default_task_name(request.model, "qat" if request.qat else level)
     return request.model_copy(update={"level": level, "device": device, "tensor_info": lines, "name": name,
                                       **_absolute_locations(request)})
 

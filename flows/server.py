@@ -29,6 +29,7 @@ def run_server(args) -> int:
     _stop_on_signals()
     api_url = f"http://{args.host}:{args.port}/api"
     env = dict(os.environ, PREFECT_API_URL=api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")  # a submitted task starts within ~2 s, not 10
     log_path = os.path.join(_prefect_home(), "accelflow-server.log")
     with open(log_path, "ab") as log:
         server = _start([_prefect(), "server", "start", "--host", args.host, "--port", str(args.port)], env, log)

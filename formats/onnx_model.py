@@ -152,6 +152,12 @@ def needs_external_data(path: str, limit: int = 1 << 30) -> bool:
     return any(t.data_location == 1 for t in graph.initializer)  # TensorProto.EXTERNAL
 
 
+def count_ops(path: str, op_types: tuple[str, ...]) -> int:
+    """How many nodes of these operator types the graph holds (subgraphs not included)."""
+    graph = _onnx().load(path, load_external_data=False).graph
+    return sum(1 for node in graph.node if node.op_type in op_types)
+
+
 def companion_files(path: str) -> list[str]:
     """External-data files an ONNX model refers to (empty for other formats)."""
     if not detect(path):

@@ -185,6 +185,7 @@ def _dynamic_axes(spec, input_names: list[str]) -> dict:
 
 def _export(wrapper, flat, onnx_path, input_names, output_names, dynamic_axes):
     torch = import_torch()
+    _register_qat_symbolic()
     try:
         with torch.no_grad(), _quiet():
             traced = torch.jit.trace(wrapper, tuple(flat), check_trace=False, strict=False)
@@ -198,6 +199,23 @@ def _export(wrapper, flat, onnx_path, input_names, output_names, dynamic_axes):
             f"exporting the TorchScript model to ONNX failed: {_first_line(exc)}. "
             "Operators without an ONNX equivalent are the usual cause; run with --debug for details."
         ) from exc
+
+
+def _register_qat_symbolic() -> None:
+    """Export torch.ao's fused observer + fake-quantize op (what QAT models trained with the
+    default qconfig carry) as QuantizeLinear/DequantizeLinear. In an exported model the
+    observer is off, so the op is a plain fake-quantize with its learned scale and zero point."""
+    torch = import_torch()
+    from torch.onnx import symbolic_helper, symbolic_opset13
+
+    @symbolic_helper.parse_args("v", "v", "v", "v", "v", "v", "v", "f", "i", "i", "i", "b", "b")
+    def fused_fake_quant(g, x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
+                         averaging_const, quant_min, quant_max, ch_axis, per_row, symmetric):
+        if per_row:
+            return symbolic_opset13.fake_quantize_per_channel_affine(g, x, scale, zero_point, ch_axis, quant_min, quant_max)
+        return symbolic_opset13.fake_quantize_per_tensor_affine(g, x, scale, zero_point, quant_min, quant_max)
+
+    torch.onnx.register_custom_op_symbolic("aten::fused_moving_avg_obs_fake_quant", fused_fake_quant, 13)
 
 
 def FlatWrapper(module, spec):

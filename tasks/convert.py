@@ -11,6 +11,7 @@ import numpy as np
 import formats
 from formats import tensor_info
 from formats.modelio import ModelIO
+from tasks import cache
 
 
 @dataclass
@@ -18,6 +19,7 @@ class ConvertedModel:
     onnx_path: str
     io: dict  # ModelIO.to_dict()
     seconds: float
+    cached: bool = False  # taken from the conversion cache
 
     def model_io(self) -> ModelIO:
         return ModelIO.from_dict(self.io)
@@ -42,19 +44,53 @@ def example_arrays(spec, seed: int = 0) -> list[np.ndarray]:
     return spec.flatten(args, kwargs)
 
 
-def convert_to_onnx(model_file: str, format_name: str, spec_lines: list[str], work_dir: str) -> ConvertedModel:
-    """The model as ONNX, with input names and dynamic axes from the tensor information."""
+def convert_to_onnx(model_file: str, format_name: str, spec_lines: list[str], work_dir: str,
+                    qat: bool = False) -> ConvertedModel:
+    """The model as ONNX, with input names and dynamic axes from the tensor information.
+
+    For a QAT model the ONNX graph must carry quantize/dequantize pairs (fake-quantize
+    operations export as QuantizeLinear/DequantizeLinear), or there is nothing to run as INT8.
+    """
     start = time.perf_counter()
     spec = tensor_info.parse(spec_lines)
     fmt = _format_named(format_name)
+    if fmt.NAME == "onnx":  # nothing to convert: checked in place
+        onnx_path, model_io = fmt.to_onnx(model_file, spec, work_dir)
+        io, cached = model_io.to_dict(), False
+    else:
+        onnx_path, io, cached = _converted(fmt, model_file, spec, work_dir, qat)
+    if qat:
+        require_qdq(onnx_path)
+    return ConvertedModel(onnx_path, io, time.perf_counter() - start, cached)
+
+
+def _converted(fmt, model_file: str, spec, work_dir: str, qat: bool) -> tuple[str, dict, bool]:
+    """Export, or take the export of the same model and tensor information from the cache."""
+    entry = cache.key(model_file, fmt.NAME, spec.lines(), qat) if cache.enabled() else None
+    hit = cache.lookup(entry) if entry else None
+    if hit:
+        return hit[0], hit[1], True
     out_dir = os.path.join(work_dir, "onnx")
     os.makedirs(out_dir, exist_ok=True)
-    if fmt.NAME == "onnx":
-        onnx_path, io = fmt.to_onnx(model_file, spec, out_dir)
-    else:
-        onnx_path, io = fmt.to_onnx(model_file, spec, out_dir, example_arrays(spec))
-    return ConvertedModel(onnx_path, io.to_dict(), time.perf_counter() - start)
+    onnx_path, io = fmt.to_onnx(model_file, spec, out_dir, example_arrays(spec))
+    if entry:
+        onnx_path, io_dict = cache.store(entry, onnx_path, io.to_dict())
+        return onnx_path, io_dict, False
+    return onnx_path, io.to_dict(), False
 
 
 def _format_named(name: str):
     return next(f for f in formats.FORMATS if f.NAME == name)
+
+
+def require_qdq(onnx_path: str) -> None:
+    from formats.errors import ModelMismatchError
+    from formats.onnx_model import count_ops
+
+    found = count_ops(onnx_path, ("QuantizeLinear", "DequantizeLinear"))
+    if not found:
+        raise ModelMismatchError(
+            "--qat was given but the model has no quantize/dequantize operations. Export the model "
+            "prepared for quantization-aware training (with its fake-quantize modules, before "
+            "torch.ao.quantization.convert), or drop --qat."
+        )

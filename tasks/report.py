@@ -74,6 +74,10 @@ def _notes(level: str, candidates: list[Candidate], best: Candidate) -> list[str
     if best.precision == "f32" and reduced:
         slower = ", ".join(f"{c.engine} {c.precision} {c.speedup:.2f}x" for c in reduced)
         notes.append(f"reduced precision was slower than f32 on this CPU ({slower}); f32 was kept.")
+    behind = [f"{r.shape_point} ({r.speedup.ratio:.2f}x)" for r in best.benchmarks if r.speedup.ratio < 1.0]
+    if behind:
+        notes.append(f"the optimized model is slower than the original at: {', '.join(behind)}; "
+                     "consider narrowing the tensor information to the shapes you serve.")
     if best.engine == "onnxruntime":
         notes.append("ONNX Runtime's offline-optimized graph may hold layouts specific to this CPU; "
                      "serve it on the same machine type.")

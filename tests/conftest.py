@@ -25,6 +25,8 @@ import pytest
 # Before Prefect is imported anywhere: a private home, and no telemetry (no network here).
 os.environ.setdefault("PREFECT_HOME", os.path.join("/tmp", f"accelflow-tests-prefect-{os.getpid()}"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# Conversions cached per test session, never in the developer's own cache.
+os.environ.setdefault("ACCELFLOW_CACHE_DIR", os.path.join("/tmp", f"accelflow-tests-cache-{os.getpid()}"))
 
 # Distinctive, so a test can assert that it never leaks into a message or a file.
 S3_TEST_KEY = "testing"

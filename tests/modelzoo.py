@@ -120,3 +120,62 @@ class SlowLoop(nn.Module):
 def slow_torchscript(folder: str) -> str:
     torch.manual_seed(0)
     return save_traced(SlowLoop().eval(), (torch.randn(256, 512),), os.path.join(folder, "slow.pt"))
+
+
+class QatCNN(nn.Module):
+    """TinyCNN between QuantStub and DeQuantStub, for eager-mode quantization-aware training."""
+
+    def __init__(self):
+        super().__init__()
+        from torch.ao.quantization import DeQuantStub, QuantStub
+
+        self.quant, self.dequant = QuantStub(), DeQuantStub()
+        self.conv1, self.relu1 = nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()
+        self.conv2, self.relu2 = nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.relu2(self.conv2(self.relu1(self.conv1(self.quant(x)))))
+        return self.dequant(self.head(torch.flatten(self.pool(x), 1)))
+
+
+def qat_torchscript(folder: str) -> str:
+    """A QAT-prepared model after a few training steps, traced with its fake-quantize modules."""
+    from torch.ao import quantization as tq
+
+    torch.manual_seed(0)
+    model = QatCNN().train()
+    model.qconfig = tq.get_default_qat_qconfig("x86")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tq.prepare_qat(model, inplace=True)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for _ in range(8):  # observers settle on the activation ranges
+            loss = model(torch.randn(8, 3, 16, 16)).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.apply(tq.disable_observer).eval()
+    return save_traced(model, (torch.randn(2, 3, 16, 16),), os.path.join(folder, "qat.pt"))
+
+
+def qdq_onnx(folder: str) -> str:
+    """TinyCNN quantized statically by ONNX Runtime's tooling into QDQ format."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    fp32 = tiny_cnn_onnx(folder)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"image": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    path = os.path.join(folder, "cnn_qdq.onnx")
+    quantize_static(fp32, path, Reader(), quant_format=QuantFormat.QDQ)
+    os.remove(fp32)
+    return path

@@ -170,5 +170,5 @@ def test_interrupt_leaves_no_result_and_no_staging(prefect_server, cnn, tmp_path
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=120)[1]
     assert proc.returncode != 0, "".join(lines) + rest
-    assert "Traceback" not in rest
-    assert not out.exists() or os.listdir(out) == []
+    assert "Traceback" not in rest, rest
+    assert not out.exists() or os.listdir(out) == [], (os.listdir(out), rest)

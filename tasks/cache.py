@@ -1,0 +1,88 @@
+"""Converted ONNX models cached by content, so a re-run (another level, a retry, a second
+task on the same model version) skips the conversion.
+
+The key is a hash of the model file's bytes, the format, the canonical tensor information
+and the converter's versions; an entry is a folder with model.onnx (and external data) and
+io.json, written under a temporary name and renamed, so a reader never sees half an entry.
+`ACCELFLOW_CACHE_DIR` moves the cache (default ~/.cache/accelflow/onnx); `ACCELFLOW_CACHE=off`
+turns it off. The oldest entries go once the cache passes ACCELFLOW_CACHE_GB (default 20).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+
+_CHUNK = 1 << 22
+
+
+def enabled() -> bool:
+    return os.environ.get("ACCELFLOW_CACHE", "on").lower() not in ("off", "0", "false", "no")
+
+
+def cache_dir() -> str:
+    return os.path.expanduser(os.environ.get("ACCELFLOW_CACHE_DIR", "~/.cache/accelflow/onnx"))
+
+
+def key(model_file: str, format_name: str, spec_lines: list[str], qat: bool) -> str:
+    digest = hashlib.sha256()
+    with open(model_file, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    digest.update(json.dumps([format_name, spec_lines, qat, _converter_versions()]).encode())
+    return digest.hexdigest()[:32]
+
+
+def _converter_versions() -> list[str]:
+    versions = []
+    for name in ("accelflow", "torch", "onnx"):
+        try:
+            versions.append(f"{name}={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name}=-")
+    return versions
+
+
+def lookup(entry_key: str) -> tuple[str, dict] | None:
+    """(onnx path, io) of a cached conversion, or None."""
+    folder = os.path.join(cache_dir(), entry_key)
+    try:
+        with open(os.path.join(folder, "io.json"), encoding="utf-8") as f:
+            io = json.load(f)
+    except (OSError, ValueError):
+        return None
+    os.utime(folder)  # recently used: evicted last
+    return os.path.join(folder, "model.onnx"), io
+
+
+def store(entry_key: str, onnx_path: str, io: dict) -> tuple[str, dict]:
+    """Copy a fresh conversion into the cache; returns its cached location."""
+    root = cache_dir()
+    os.makedirs(root, exist_ok=True)
+    source, staging = os.path.dirname(onnx_path), tempfile.mkdtemp(prefix=".partial-", dir=root)
+    for name in os.listdir(source):
+        shutil.copy2(os.path.join(source, name), staging)
+    with open(os.path.join(staging, "io.json"), "w", encoding="utf-8") as f:
+        json.dump(io, f)
+    try:
+        os.rename(staging, os.path.join(root, entry_key))
+    except OSError:  # another task cached the same conversion meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+    _evict(root, keep=entry_key)
+    return lookup(entry_key) or (onnx_path, io)
+
+
+def _evict(root: str, keep: str) -> None:
+    """Remove the least recently used entries past the size limit (never `keep`, just stored)."""
+    limit = float(os.environ.get("ACCELFLOW_CACHE_GB", "20")) * 2**30
+    entries = sorted((e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")),
+                     key=lambda e: (e.name != keep, -e.stat().st_mtime))
+    total = 0
+    for entry in entries:
+        total += sum(f.stat().st_size for f in os.scandir(entry.path) if f.is_file())
+        if total > limit and entry.name != keep:
+            shutil.rmtree(entry.path, ignore_errors=True)
