@@ -98,7 +98,6 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
                                 "information and converter versions).")
     with progress.step("package"):
         chosen = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
-        runners.release()  # the chosen engine's files move; nothing may hold them open
         result = _package(request, fetched, task_name, chosen, converted, report, staging, output)
     _publish(report, result)
     return result
