@@ -50,6 +50,18 @@ class OutputPathError(AccelflowError):
     """An output path that overlaps the model's home directory or cannot be written."""
 
 
+def first_line(exc: BaseException, limit: int = 400) -> str:
+    """The first non-empty line of an exception's text: the gist of most library errors."""
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
+def last_line(exc: BaseException, limit: int = 400) -> str:
+    """The last non-empty line: TorchScript puts the message after an interpreter traceback."""
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    return lines[-1][:limit] if lines else type(exc).__name__
+
+
 def missing_dependency(module: str, extra: str | None = None) -> MissingDependencyError:
     """The error for an import that failed, naming the extra (or core install) that brings it."""
     target = f'".[{extra}]"' if extra else "."

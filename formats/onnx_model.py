@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from formats.errors import ModelMismatchError, UnsupportedFormatError, missing_dependency
+from formats.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
 from formats.modelio import ModelIO, flat_structure
 
 NAME = "onnx"
@@ -40,7 +40,7 @@ def load(path: str):
         return onnx.load(path, load_external_data=False)
     except Exception as exc:  # onnx raises several unrelated types for broken files
         raise UnsupportedFormatError(
-            f"{path} is not a valid ONNX model ({_first_line(exc)}). If it was truncated "
+            f"{path} is not a valid ONNX model ({first_line(exc)}). If it was truncated "
             "in transfer, upload it again; if it uses external data, keep the data files "
             "beside it."
         ) from exc
@@ -103,22 +103,26 @@ def to_onnx(path: str, spec, out_dir: str) -> tuple[str, ModelIO]:
     return path, check_inputs(path, spec)
 
 
-class OnnxRuntimeBaseline:
-    """The original ONNX model in ONNX Runtime with default settings (same thread count)."""
+class OrtRunner:
+    """An ONNX model in an ONNX Runtime CPU session with `threads` intra-op threads.
 
-    def __init__(self, path: str, io: ModelIO, threads: int):
+    `optimize=True` is ONNX Runtime's default (ORT_ENABLE_ALL at load); a graph that was
+    already optimized offline loads with optimizations off, which only saves start-up time.
+    """
+
+    def __init__(self, path: str, io: ModelIO, threads: int, optimize: bool = True):
         ort = _ort()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options = session_options(threads)
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.io = io
-        self.label = f"onnxruntime {ort.__version__} (default settings)"
-        self._wanted = {i.name: ort_numpy_type(i.type) for i in self.session.get_inputs()}
+        self.label = f"onnxruntime {ort.__version__}"
+        self._types = {i.name: ort_numpy_type(i.type) for i in self.session.get_inputs()}
 
     def prepare(self, arrays):
-        return {n: np.ascontiguousarray(a, dtype=self._wanted[n])
-                for n, a in zip(self.io.input_names, arrays) if n in self._wanted}
+        return {n: np.ascontiguousarray(a, dtype=self._types[n])
+                for n, a in zip(self.io.input_names, arrays) if n in self._types}
 
     def run(self, feed):
         return self.session.run(self.io.output_names, feed)
@@ -127,8 +131,18 @@ class OnnxRuntimeBaseline:
         return [np.asarray(r) for r in raw]
 
 
-def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> OnnxRuntimeBaseline:
-    return OnnxRuntimeBaseline(path, io, threads)
+def session_options(threads: int):
+    """Session options with the thread count every runner shares, and quiet logs."""
+    options = _ort().SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> OrtRunner:
+    """The original ONNX model in ONNX Runtime with default settings (same thread count)."""
+    return OrtRunner(path, io, threads)
 
 
 def ort_numpy_type(ort_type: str):
@@ -168,11 +182,6 @@ def companion_files(path: str) -> list[str]:
              for e in t.external_data if e.key == "location"}
     paths = [os.path.normpath(os.path.join(folder, n)) for n in sorted(names)]
     return [p for p in paths if p.startswith(folder + os.sep) and os.path.isfile(p)]
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def _onnx():

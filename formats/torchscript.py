@@ -14,7 +14,9 @@ import zipfile
 
 import numpy as np
 
-from formats.errors import ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError
+from formats.errors import (
+    ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line, last_line,
+)
 from formats.modelio import ModelIO, describe_structure, flatten_value, unique_onnx_names
 
 NAME = "torchscript"
@@ -44,7 +46,7 @@ def load(path: str):
             module = torch.jit.load(path, map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors...
         raise UnsupportedFormatError(
-            f"{path} looks like TorchScript but failed to load: {_first_line(exc)}. "
+            f"{path} looks like TorchScript but failed to load: {first_line(exc)}. "
             "Check the file is complete, and was saved with torch.jit.save by a torch version "
             "no newer than the one installed here."
         ) from exc
@@ -130,7 +132,6 @@ def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]
     so a wrapper taking the flat leaves rebuilds the structure, is traced (which keeps the
     scripted callee's control flow), and that trace is exported.
     """
-    torch = import_torch()
     module = load(path)
     flat = [to_torch(a) for a in example]
     outputs = _run_example(module, spec, flat)
@@ -154,15 +155,9 @@ def _run_example(module, spec, flat: list):
         shapes = ", ".join(f"{leaf.name} {tuple(t.shape)} {leaf.dtype}" for leaf, t in zip(spec.leaves, flat))
         raise ModelMismatchError(
             f"the model fails on inputs made from the tensor information ({shapes}): "
-            f"{_last_line(exc)}. Check the tensor information's shapes and dtypes against what "
+            f"{last_line(exc)}. Check the tensor information's shapes and dtypes against what "
             "the model's forward() expects."
         ) from exc
-
-
-def _last_line(exc: Exception) -> str:
-    """TorchScript errors end with the actual message after an interpreter traceback."""
-    lines = [l.strip() for l in str(exc).strip().splitlines() if l.strip()]
-    return lines[-1][:400] if lines else type(exc).__name__
 
 
 def _output_structure(outputs) -> dict:
@@ -196,7 +191,7 @@ def _export(wrapper, flat, onnx_path, input_names, output_names, dynamic_axes):
             )
     except Exception as exc:
         raise ConversionError(
-            f"exporting the TorchScript model to ONNX failed: {_first_line(exc)}. "
+            f"exporting the TorchScript model to ONNX failed: {first_line(exc)}. "
             "Operators without an ONNX equivalent are the usual cause; run with --debug for details."
         ) from exc
 
@@ -252,8 +247,3 @@ def import_torch():
             "(a CPU build is enough: pip install torch==2.13.0 on the project's machines)."
         ) from exc
     return torch
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [l for l in str(exc).strip().splitlines() if l.strip()]
-    return lines[0][:300] if lines else type(exc).__name__

@@ -6,11 +6,11 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from engines import engine_named
 from formats import tensor_info
-from formats.errors import AccelflowError
+from formats.errors import AccelflowError, first_line
 from formats.modelio import ModelIO
 from tasks import runners
 
@@ -31,9 +31,6 @@ class BuiltCandidate:
     def key(self) -> str:
         return f"{self.engine}-{self.precision}"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def build_candidate(onnx_path: str, io: dict, spec_lines: list[str], engine_name: str,
                     precision: str, work_dir: str, threads: int) -> BuiltCandidate:
@@ -50,14 +47,9 @@ def build_candidate(onnx_path: str, io: dict, spec_lines: list[str], engine_name
     except AccelflowError as exc:
         built.error = str(exc)
     except Exception as exc:  # an engine's own failure on this graph: recorded, not fatal
-        built.error = f"{type(exc).__name__}: {_short(exc)}"
+        built.error = f"{type(exc).__name__}: {first_line(exc)}"
         built.engine_config = {"traceback": traceback.format_exc(limit=5)}
     built.build_seconds = time.perf_counter() - start
     if built.error:
         shutil.rmtree(folder, ignore_errors=True)
     return built
-
-
-def _short(exc: Exception) -> str:
-    lines = [l for l in str(exc).strip().splitlines() if l.strip()]
-    return lines[0][:400] if lines else ""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 import formats
 from formats import tensor_info
-from formats.modelio import ModelIO
 from tasks import cache
 
 
@@ -20,12 +19,6 @@ class ConvertedModel:
     io: dict  # ModelIO.to_dict()
     seconds: float
     cached: bool = False  # taken from the conversion cache
-
-    def model_io(self) -> ModelIO:
-        return ModelIO.from_dict(self.io)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def parse_tensor_info(lines: list[str]) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from formats import detect_format, find_model_file, model_home
 
@@ -21,9 +21,6 @@ class FetchedModel:
     repo: str = ""
     model_id: str = ""
     version_id: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def fetch_model(model: str, repo_uri: str | None, model_file: str | None, scratch: str) -> FetchedModel:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import accelflow
-from tasks.machine import library_versions, machine_info
 
 
 def manifest_for(task_name: str, request, fetched, chosen, converted, report) -> dict:
@@ -21,8 +20,8 @@ def manifest_for(task_name: str, request, fetched, chosen, converted, report) ->
         "io": converted.io,
         "tensor_info": list(report.tensor_info),
         "speedup": report.speedup,
-        "machine": machine_info(),
-        "library_versions": library_versions(),
+        "machine": report.machine,
+        "library_versions": report.library_versions,
         "accelflow_version": accelflow.__version__,
         "created": report.created,
         "load": "import accelflow; model = accelflow.load(RESULT_FOLDER); outputs = model(*inputs)",

@@ -16,7 +16,7 @@ import secrets
 import shutil
 
 from formats.errors import RepositoryError
-from tasks.package import PARTIAL_PREFIX
+from tasks.package import PARTIAL_PREFIX, slug
 from tasks.repository import ModelRepository, VersionEntry, parse_model_ref
 
 OPTIMIZED_SOURCE = "optimized"
@@ -37,7 +37,7 @@ def save_task(task_id: str, task_name: str, request: dict, result: dict) -> Vers
     """Copy, then register; returns the new repository version."""
     repository = ModelRepository(request.get("repo"))
     name = optimized_model_name(result["model"])
-    version = f"{result['version']}-{_slug(task_name)}"[:128]
+    version = f"{result['version']}-{slug(task_name)}"[:128]
     _refuse_if_saved(repository, name, version, task_name)
     model_id = _existing_id(repository, name) or _stable_id(repository.uri, name)
     version_id = secrets.token_hex(4)
@@ -49,12 +49,6 @@ def save_task(task_id: str, task_name: str, request: dict, result: dict) -> Vers
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-
-
-def _slug(text: str) -> str:
-    from tasks.package import slug
-
-    return slug(text)
 
 
 def _refuse_if_saved(repository, name: str, version: str, task_name: str) -> None:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from formats.errors import AccelflowError, ModelMismatchError, SpecError
+from formats.errors import AccelflowError, ModelMismatchError, SpecError, last_line
+from formats.runner import run_arrays
 from reports.results import Accuracy, OutputAccuracy
 
 TOLERANCES = {
@@ -170,7 +171,6 @@ def verify_candidates(model_file: str, format_name: str, converted, built: list,
                       int_ranges: dict | None, draws: int, threads: int) -> dict[str, Accuracy]:
     """Accuracy of every built candidate against the original model, keyed by candidate."""
     from formats import tensor_info
-    from formats.runner import run_arrays
     from tasks import runners
 
     spec = tensor_info.parse(spec_lines)
@@ -188,16 +188,13 @@ def verify_candidates(model_file: str, format_name: str, converted, built: list,
 
 def _reference(baseline, draw: Draw) -> list[np.ndarray]:
     """The original model's outputs; its failure at a declared shape is the user's to fix."""
-    from formats.runner import run_arrays
-
     try:
         return run_arrays(baseline, draw.arrays)
     except AccelflowError:
         raise
     except Exception as exc:
         shapes = ", ".join(str(tuple(a.shape)) for a in draw.arrays)
-        last = [l for l in str(exc).strip().splitlines() if l.strip()][-1:] or [type(exc).__name__]
         raise ModelMismatchError(
-            f"the original model fails at shape point {draw.label} (inputs {shapes}): {last[0][:400]}. "
+            f"the original model fails at shape point {draw.label} (inputs {shapes}): {last_line(exc)}. "
             "Check that every size the tensor information allows is one the model accepts."
         ) from exc
