@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from formats import onnx_model, pytorch_checkpoint, torchscript
+from formats import diffusers_pipeline, onnx_model, pytorch_checkpoint, torchscript
 from formats.errors import UnsupportedFormatError
 
-FORMATS: tuple[ModuleType, ...] = (torchscript, pytorch_checkpoint, onnx_model)
+FORMATS: tuple[ModuleType, ...] = (torchscript, pytorch_checkpoint, onnx_model, diffusers_pipeline)
 
 # How many files of a version folder are looked at when searching for the model file.
 _MAX_SCAN = 2000
@@ -50,7 +50,7 @@ def find_model_file(path: str, model_file: str | None = None) -> str:
     """
     if model_file:
         return _named_model_file(path, model_file)
-    if not os.path.isdir(path):
+    if not os.path.isdir(path) or diffusers_pipeline.detect(path):  # a pipeline is its whole folder
         return path
     found = [f for f in _files_under(path) if _detects(f)]
     models = [f for f in found if not pytorch_checkpoint.detect(f)] or found
