@@ -24,6 +24,8 @@ _OPTIONS = (
     (("--repo",), "repo", {"help": "model repository: a folder or s3://bucket/prefix (default $ACCELFLOW_REPO or ./model-repo)"}, None),
     (("--model-file",), "model_file", {"help": "the model file inside a version folder holding several"}, None),
     (("--samples",), "samples", {"metavar": "FILE.npz", "help": "sample inputs for the accuracy gate (keys: element names)"}, None),
+    (("--signature",), "signature", {"metavar": "NAME", "help": "TensorFlow SavedModel: the signature to optimize (default serving_default)"}, None),
+    (("--outputs",), "outputs", {"action": "append", "metavar": "NODE[,NODE]", "help": "TensorFlow frozen graph: output nodes (default: the nodes nothing reads)"}, None),
     (("--qat",), "qat", {"action": "store_const", "const": True, "help": "the model was trained with quantization-aware training"}, False),
     (("--rtol",), "rtol", {"type": float, "help": "accuracy: allowed max abs diff relative to the output's scale"}, None),
     (("--atol",), "atol", {"type": float, "help": "accuracy: allowed absolute diff added to the relative part"}, None),
@@ -47,6 +49,8 @@ def request_fields(args, editing: bool = False) -> dict:
     info_lines, info_file = fields.pop("tensor_info"), fields.pop("tensor_info_file")
     if info_lines or info_file or not editing:
         fields["tensor_info"] = tensor_info.load_lines(info_lines or None, info_file)
+    if fields["outputs"] is not None:
+        fields["outputs"] = [n.strip() for item in fields["outputs"] for n in item.split(",") if n.strip()]
     ranges = fields.pop("int_range")
     if ranges is not None:
         fields["int_ranges"] = int_ranges(ranges)

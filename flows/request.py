@@ -28,6 +28,8 @@ class OptimizeRequest(BaseModel):
     model_file: str | None = Field(None, description="the model file inside a version folder")
     samples: str | None = Field(None, description=".npz of sample inputs for the accuracy gate")
     qat: bool = False
+    signature: str | None = Field(None, description="TensorFlow SavedModel signature (default serving_default)")
+    outputs: list[str] | None = Field(None, description="TensorFlow frozen graph output nodes (default its sinks)")
     rtol: float | None = None
     atol: float | None = None
     min_cosine: float | None = None
@@ -45,6 +47,10 @@ class OptimizeRequest(BaseModel):
     def tolerance_overrides(self) -> dict[str, float]:
         values = {"rtol": self.rtol, "atol": self.atol, "min_cosine": self.min_cosine}
         return {k: v for k, v in values.items() if v is not None}
+
+    def format_options(self) -> dict:
+        """Options only some formats take; the conversion refuses them for the others."""
+        return {"signature": self.signature, "outputs": self.outputs}
 
     def int_range_map(self) -> dict[str, tuple[int, int]]:
         return {k: (int(v[0]), int(v[1])) for k, v in self.int_ranges.items()}

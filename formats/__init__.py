@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from formats import diffusers_pipeline, onnx_model, pytorch_checkpoint, torchscript
+from formats import diffusers_pipeline, onnx_model, pytorch_checkpoint, tf_frozen_graph, tf_savedmodel, torchscript
 from formats.errors import UnsupportedFormatError
 
-FORMATS: tuple[ModuleType, ...] = (torchscript, pytorch_checkpoint, onnx_model, diffusers_pipeline)
+FORMATS: tuple[ModuleType, ...] = (
+    torchscript, pytorch_checkpoint, tf_savedmodel, tf_frozen_graph, onnx_model, diffusers_pipeline,
+)
+# Formats whose model is a whole folder; a file of theirs found in a scan stands for its folder.
+_FOLDER_FORMATS: tuple[ModuleType, ...] = (tf_savedmodel, diffusers_pipeline)
 
 # How many files of a version folder are looked at when searching for the model file.
 _MAX_SCAN = 2000
@@ -34,7 +38,8 @@ def detect_format(path: str) -> ModuleType:
     raise UnsupportedFormatError(
         f"{path} is not a supported model: its content is none of "
         f"{', '.join(f.NAME for f in FORMATS if f is not pytorch_checkpoint)}. "
-        "Give the model file itself (for example model.onnx or a TorchScript model.pt)."
+        "Give the model file itself (for example model.onnx, a TorchScript model.pt, a frozen "
+        "graph.pb) or a SavedModel folder."
     )
 
 
@@ -50,9 +55,9 @@ def find_model_file(path: str, model_file: str | None = None) -> str:
     """
     if model_file:
         return _named_model_file(path, model_file)
-    if not os.path.isdir(path) or diffusers_pipeline.detect(path):  # a pipeline is its whole folder
+    if not os.path.isdir(path) or _folder_model(path):
         return path
-    found = [f for f in _files_under(path) if _detects(f)]
+    found = _model_files(path)
     models = [f for f in found if not pytorch_checkpoint.detect(f)] or found
     if len(models) == 1:
         return models[0]
@@ -72,9 +77,24 @@ def _named_model_file(path: str, model_file: str) -> str:
     full = os.path.normpath(os.path.join(home, model_file))
     if os.path.relpath(full, home).startswith(".."):
         raise UnsupportedFormatError(f"--model-file {model_file!r} is outside {home}.")
-    if not os.path.isfile(full):
+    if not (os.path.isfile(full) or _folder_model(full)):
         raise UnsupportedFormatError(f"--model-file {model_file!r} not found in {home}.")
     return full
+
+
+def _folder_model(path: str) -> bool:
+    return any(fmt.detect(path) for fmt in _FOLDER_FORMATS)
+
+
+def _model_files(folder: str) -> list[str]:
+    """Model files under `folder`; a folder-format model counts once, as its folder."""
+    found = []
+    for path in _files_under(folder):
+        fmt = next((f for f in FORMATS if f.detect(path)), None)
+        if fmt is not None:
+            found.append(fmt.model_dir(path) if fmt in _FOLDER_FORMATS else path)
+    homes = {f for f in found if os.path.isdir(f)}
+    return sorted({f for f in found if not any(f.startswith(h + os.sep) for h in homes)})
 
 
 def _files_under(folder: str) -> list[str]:
@@ -85,10 +105,6 @@ def _files_under(folder: str) -> list[str]:
         if len(files) > _MAX_SCAN:
             break
     return files[:_MAX_SCAN]
-
-
-def _detects(path: str) -> bool:
-    return any(fmt.detect(path) for fmt in FORMATS)
 
 
 def model_home(model_path: str) -> str:

@@ -20,13 +20,17 @@ class ModelIO:
     input_names: list[str]
     output_names: list[str]
     output_structure: dict[str, Any] = field(default_factory=dict)
+    # What the baseline needs to run the original, in its framework's own names (a
+    # SavedModel's signature, a frozen graph's tensor names).
+    source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelIO":
-        return cls(data["input_names"], data["output_names"], data.get("output_structure", {}))
+        return cls(data["input_names"], data["output_names"], data.get("output_structure", {}),
+                   data.get("source", {}))
 
 
 def onnx_name(element: str) -> str:

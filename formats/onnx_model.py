@@ -22,12 +22,15 @@ _MODEL_FIELD_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A, 0x82}
 
 
 def detect(path: str) -> bool:
-    """A serialized ModelProto starts with ir_version (field 1, varint) then another model field."""
+    """A serialized ModelProto starts with ir_version (field 1, varint) then another model field.
+
+    IR versions start at 3 (ONNX 1.0); a TF SavedModel's saved_model.pb starts 08 01 12.
+    """
     if not os.path.isfile(path):
         return False
     with open(path, "rb") as f:
         head = f.read(16)
-    if len(head) < 3 or head[0] != 0x08 or not 1 <= head[1] <= 20:
+    if len(head) < 3 or head[0] != 0x08 or not 3 <= head[1] <= 20:
         return False
     return head[2] in _MODEL_FIELD_TAGS
 

@@ -28,18 +28,28 @@ def cache_dir() -> str:
     return os.path.expanduser(os.environ.get("ACCELFLOW_CACHE_DIR", "~/.cache/accelflow/onnx"))
 
 
-def key(model_file: str, format_name: str, spec_lines: list[str], qat: bool) -> str:
+def key(model_file: str, format_name: str, spec_lines: list[str], qat: bool, options: dict | None = None) -> str:
+    """The entry of a model file's (or model folder's) bytes converted with these settings."""
     digest = hashlib.sha256()
-    with open(model_file, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    digest.update(json.dumps([format_name, spec_lines, qat, _converter_versions()]).encode())
+    for path in _model_files(model_file):
+        digest.update(os.path.relpath(path, model_file).encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                digest.update(chunk)
+    settings = [format_name, spec_lines, qat, _converter_versions()] + ([options] if options else [])
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:32]
+
+
+def _model_files(path: str) -> list[str]:
+    if not os.path.isdir(path):
+        return [path]
+    return sorted(os.path.join(root, n) for root, _, names in os.walk(path) for n in names)
 
 
 def _converter_versions() -> list[str]:
     versions = []
-    for name in ("accelflow", "torch", "onnx"):
+    for name in ("accelflow", "torch", "onnx", "tensorflow-cpu", "tensorflow", "tf2onnx"):
         try:
             versions.append(f"{name}={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:

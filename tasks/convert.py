@@ -38,7 +38,7 @@ def example_arrays(spec, seed: int = 0) -> list[np.ndarray]:
 
 
 def convert_to_onnx(model_file: str, format_name: str, spec_lines: list[str], work_dir: str,
-                    qat: bool = False) -> ConvertedModel:
+                    qat: bool = False, options: dict | None = None) -> ConvertedModel:
     """The model as ONNX, with input names and dynamic axes from the tensor information.
 
     For a QAT model the ONNX graph must carry quantize/dequantize pairs (fake-quantize
@@ -47,25 +47,39 @@ def convert_to_onnx(model_file: str, format_name: str, spec_lines: list[str], wo
     start = time.perf_counter()
     spec = tensor_info.parse(spec_lines)
     fmt = _format_named(format_name)
+    options = format_options(fmt, options or {})
     if fmt.NAME == "onnx":  # nothing to convert: checked in place
         onnx_path, model_io = fmt.to_onnx(model_file, spec, work_dir)
         io, cached = model_io.to_dict(), False
     else:
-        onnx_path, io, cached = _converted(fmt, model_file, spec, work_dir, qat)
+        onnx_path, io, cached = _converted(fmt, model_file, spec, work_dir, qat, options)
     if qat:
         require_qdq(onnx_path)
     return ConvertedModel(onnx_path, io, time.perf_counter() - start, cached)
 
 
-def _converted(fmt, model_file: str, spec, work_dir: str, qat: bool) -> tuple[str, dict, bool]:
+def format_options(fmt, options: dict) -> dict:
+    """The format-specific options given (--signature, --outputs), refused where they do not apply."""
+    given = {k: v for k, v in options.items() if v}
+    foreign = [k for k in given if k not in getattr(fmt, "OPTIONS", ())]
+    if foreign:
+        from formats.errors import ModelMismatchError
+
+        takers = {"signature": "TensorFlow SavedModels", "outputs": "TensorFlow frozen graphs"}
+        raise ModelMismatchError("; ".join(f"--{k} applies to {takers.get(k, 'other formats')} only, "
+                                           f"and this model is {fmt.NAME}" for k in foreign) + ".")
+    return given
+
+
+def _converted(fmt, model_file: str, spec, work_dir: str, qat: bool, options: dict) -> tuple[str, dict, bool]:
     """Export, or take the export of the same model and tensor information from the cache."""
-    entry = cache.key(model_file, fmt.NAME, spec.lines(), qat) if cache.enabled() else None
+    entry = cache.key(model_file, fmt.NAME, spec.lines(), qat, options) if cache.enabled() else None
     hit = cache.lookup(entry) if entry else None
     if hit:
         return hit[0], hit[1], True
     out_dir = os.path.join(work_dir, "onnx")
     os.makedirs(out_dir, exist_ok=True)
-    onnx_path, io = fmt.to_onnx(model_file, spec, out_dir, example_arrays(spec))
+    onnx_path, io = fmt.to_onnx(model_file, spec, out_dir, example_arrays(spec), **options)
     if entry:
         onnx_path, io_dict = cache.store(entry, onnx_path, io.to_dict())
         return onnx_path, io_dict, False

@@ -9,7 +9,10 @@ import time
 
 from formats.runner import thread_count
 
-LIBRARIES = ("accelflow", "prefect", "numpy", "pandas", "torch", "onnx", "onnxruntime", "openvino", "tensorrt", "polygraphy")
+LIBRARIES = (
+    "accelflow", "prefect", "numpy", "pandas", "torch", "onnx", "onnxruntime", "openvino", "tensorrt", "polygraphy",
+    "tensorflow-cpu", "tensorflow", "tf2onnx", "diffusers", "transformers",
+)
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_fp16")
 
 
