@@ -121,7 +121,9 @@ def _ort(onnx_path: str, feeds: dict):
 
 
 def _openvino(onnx_path: str, feeds: dict):
-    import openvino as ov
+    from engines.openvino_engine import import_openvino
+
+    ov = import_openvino()
 
     compiled = ov.Core().compile_model(onnx_path, "CPU")  # default settings
     request = compiled.create_infer_request()

@@ -10,6 +10,7 @@ faster on every CPU (on AVX-512 CPUs without AMX it measured slower here).
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -20,9 +21,25 @@ MODEL_FILE = "model.xml"
 _REDUCED = {"bf16": "BF16", "f16": "FP16"}  # precision -> CPU capability that computes it
 
 
+def import_openvino():
+    """OpenVINO without its usage telemetry.
+
+    On import, OpenVINO forks a process that posts to Google Analytics unless the user opted
+    out. accelflow does not send data about its users' work without asking, and that fork,
+    taken while TensorFlow's threads hold locks, deadlocked the child and kept the task
+    process from ever exiting (seen here). OpenVINO uses its own no-op stub when
+    openvino_telemetry cannot be imported; ACCELFLOW_OPENVINO_TELEMETRY=on keeps telemetry.
+    """
+    if "openvino" not in sys.modules and os.environ.get("ACCELFLOW_OPENVINO_TELEMETRY", "off").lower() != "on":
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
 def version() -> str | None:
     try:
-        import openvino
+        openvino = import_openvino()
     except ImportError:
         return None
     return openvino.get_version().split("-")[0]
@@ -30,7 +47,7 @@ def version() -> str | None:
 
 def reduced_precisions() -> list[str]:
     """The reduced floating-point precisions this CPU computes natively."""
-    import openvino as ov
+    ov = import_openvino()
 
     capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return [p for p, cap in _REDUCED.items() if cap in capabilities]
@@ -41,7 +58,7 @@ def precisions(level: str, device: str) -> list[str]:
 
 
 def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) -> dict:
-    import openvino as ov
+    ov = import_openvino()
 
     model = ov.Core().read_model(onnx_path)
     model.reshape(_bounded_shapes(model, io, spec))
@@ -51,7 +68,7 @@ def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) 
 
 def _bounded_shapes(model, io, spec) -> dict:
     """Each input's partial shape: fixed dims static, dynamic dims bounded by the tensor info."""
-    import openvino as ov
+    ov = import_openvino()
 
     present = {name for port in model.inputs for name in port.get_names()}
     shapes = {}
@@ -80,7 +97,7 @@ def load(folder: str, manifest: dict, threads: int) -> "OvRunner":
 
 class OvRunner:
     def __init__(self, path: str, io: dict, config: dict):
-        import openvino as ov
+        ov = import_openvino()
 
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(path), "CPU", config)

@@ -89,8 +89,12 @@ def _flat(rounds: list[list[float]]) -> list[float]:
 
 
 def benchmark_candidates(model_file: str, format_name: str, converted, passing: list, spec_lines: list[str],
-                         plan: TimingPlan, threads: int, progress=None) -> dict[str, list[ShapeBenchmark]]:
-    """Every passing candidate against the baseline at every shape point, keyed by candidate."""
+                         plan: TimingPlan, threads: int, progress=None,
+                         int_ranges: dict | None = None) -> dict[str, list[ShapeBenchmark]]:
+    """Every passing candidate against the baseline at every shape point, keyed by candidate.
+
+    Integer inputs are drawn from the same ranges as the accuracy check's (token ids must stay
+    inside the vocabulary, or the original model fails)."""
     from formats import tensor_info
     from tasks import runners
 
@@ -101,7 +105,7 @@ def benchmark_candidates(model_file: str, format_name: str, converted, passing: 
     results: dict[str, list[ShapeBenchmark]] = {key: [] for key in optimized}
     points = spec.shape_points()
     for i, point in enumerate(points):
-        args, kwargs = spec.example_inputs(point, rng)
+        args, kwargs = spec.example_inputs(point, rng, int_ranges)
         rows = benchmark_point(point.label, point.shapes, spec.flatten(args, kwargs), base, optimized, plan)
         for key, row in rows.items():
             results[key].append(row)
