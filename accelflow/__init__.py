@@ -5,6 +5,11 @@ The public Python API is one call:
     import accelflow
     model = accelflow.load("results/my-task")   # a result folder written by `accelflow optimize`
     outputs = model(*inputs)                     # same input nesting and output kind as the original
+
+A Stable Diffusion pipeline's result loads as a diffusers pipeline (load returns it too):
+
+    pipe = accelflow.load_pipeline("results/my-sd-task")
+    image = pipe("a red apple", num_inference_steps=20, height=256, width=256).images[0]
 """
 
 __version__ = "0.1.0"
@@ -15,3 +20,10 @@ def load(folder: str, threads: int | None = None):
     from engines.result import load as _load
 
     return _load(folder, threads)
+
+
+def load_pipeline(folder: str, threads: int | None = None):
+    """Load an optimized Stable Diffusion pipeline folder; see engines.pipeline_result."""
+    from engines.pipeline_result import load_pipeline as _load_pipeline
+
+    return _load_pipeline(folder, threads)

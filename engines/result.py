@@ -22,6 +22,7 @@ from formats.runner import run_arrays, thread_count
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+PIPELINE_FORMAT = "diffusers"  # formats.diffusers_pipeline.NAME
 
 
 def write_manifest(folder: str, manifest: dict[str, Any]) -> str:
@@ -91,6 +92,13 @@ class OptimizedModel:
         return f"OptimizedModel({m['engine']} {m['engine_version']}, {m['precision']}, {m['folder']!r})"
 
 
-def load(folder: str, threads: int | None = None) -> OptimizedModel:
-    """Load an optimized model folder (the task's result folder or its model/ subfolder)."""
+def load(folder: str, threads: int | None = None):
+    """Load an optimized model folder (the task's result folder or its model/ subfolder).
+
+    A Stable Diffusion pipeline's result loads as the pipeline (engines/pipeline_result.py).
+    """
+    if read_manifest(folder).get("format") == PIPELINE_FORMAT:
+        from engines.pipeline_result import load_pipeline
+
+        return load_pipeline(folder, threads)
     return OptimizedModel(folder, threads)

@@ -14,8 +14,9 @@ from prefect import flow
 from flows.progress import Progress
 from flows.request import OptimizeRequest, check_request
 from flows.stopping import StopWatcher
+from formats import diffusers_pipeline
 from formats.runner import thread_count
-from tasks import package, runners, steps
+from tasks import package, pipeline, runners, steps
 from tasks.benchmark import TimingPlan
 from tasks.report import assemble, candidates_of, select
 
@@ -61,6 +62,7 @@ def optimize(request: OptimizeRequest):
             raise
         finally:
             runners.release()
+            pipeline.release()
 
 
 def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
@@ -68,6 +70,10 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
     work = os.path.join(staging, "work")
     with progress.step("fetch model"):
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work)
+    if fetched.format == diffusers_pipeline.NAME:  # several networks: each optimized, then the whole
+        from flows.optimize_pipeline import optimize_pipeline_into
+
+        return optimize_pipeline_into(request, fetched, output, staging, progress, threads)
     task_name = request.name
     with progress.step("parse tensor information"):
         lines = steps.parse_tensor_info(request.tensor_info)

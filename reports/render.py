@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from reports.results import Accuracy, Candidate, LatencyStats, OutputAccuracy, Speedup, TaskReport
+from reports.results import Accuracy, Candidate, ComponentReport, LatencyStats, OutputAccuracy, Speedup, TaskReport
 
 NA = "n/a"
 
@@ -123,7 +123,11 @@ def selected_candidate(report: TaskReport) -> Candidate | None:
 
 
 def shape_rows(report: TaskReport) -> list[ShapeRow]:
-    """Per shape point: the selected candidate's paired timings, else the report's dicts."""
+    """Per shape point: the selected candidate's paired timings (a pipeline's end-to-end ones),
+    else the report's dicts."""
+    if report.pipeline is not None:
+        return [ShapeRow(p.shape_point, p.shapes, p.benchmark.baseline, p.benchmark.optimized, p.benchmark.speedup)
+                for p in report.pipeline.points if p.benchmark is not None]
     chosen = selected_candidate(report)
     if chosen is not None and chosen.benchmarks:
         return [ShapeRow(b.shape_point, b.shapes, b.baseline, b.optimized, b.speedup) for b in chosen.benchmarks]
@@ -181,8 +185,9 @@ def _blocks(report: TaskReport) -> list[tuple]:
         *_headline_blocks(report),
         *_settings_blocks(report),
         *_shape_blocks(report),
+        *_pipeline_blocks(report),
         *_accuracy_blocks(report),
-        *_candidate_blocks(report),
+        *(_component_candidate_blocks(report) if report.components else _candidate_blocks(report)),
         *_timing_blocks(report),
         ("h2", "Library versions"),
         _kv_table(report.library_versions, "library", "version"),
@@ -193,6 +198,8 @@ def _blocks(report: TaskReport) -> list[tuple]:
 
 
 def _headline_blocks(report: TaskReport) -> list[tuple]:
+    if report.pipeline is not None:
+        return _pipeline_headline(report)
     if selected_candidate(report) is None:
         return [
             ("h2", "Result"),
@@ -209,6 +216,68 @@ def _headline_blocks(report: TaskReport) -> list[tuple]:
             f"Build time: {report.build_seconds:.1f} s",
         ]),
     ]
+
+
+def _pipeline_headline(report: TaskReport) -> list[tuple]:
+    points = report.pipeline.points
+    return [
+        ("h2", "Result"),
+        ("list", [
+            f"Speed-up per image: {fmt_ratio(report.speedup)} (geometric mean of p50 speed-ups over "
+            f"{len(points)} image shape points; {report.pipeline.steps} denoising steps)",
+            "Networks: " + ", ".join(f"{c.name} {c.engine} {c.precision}" for c in report.components),
+            "Image: " + ", ".join(f"{p.shape_point} PSNR {_fmt_db(p.psnr_db)} (required >= {p.min_psnr_db:g} dB)"
+                                  for p in points),
+            f"Accuracy: {accuracy_verdict(report.accuracy)}",
+            f"Build time: {report.build_seconds:.1f} s",
+        ]),
+    ]
+
+
+def _fmt_db(x: float | None) -> str:
+    return NA if _missing(x) else f"{x:.1f} dB"
+
+
+def _pipeline_blocks(report: TaskReport) -> list[tuple]:
+    """The image check, and where each image's seconds go, network by network."""
+    if report.pipeline is None:
+        return []
+    pipe = report.pipeline
+    how = (f"{pipe.pipeline_class}, prompt {pipe.prompt!r}, {pipe.steps} steps, guidance scale "
+           f"{pipe.guidance_scale:g}, seed {pipe.seed}; original and optimized pipeline with the same seed.")
+    images = [[p.shape_point, fmt_shapes(p.shapes), _fmt_db(p.psnr_db), f"{p.min_psnr_db:g} dB",
+               fmt_sci(p.max_abs_diff), "yes" if p.passed else "NO"] for p in pipe.points]
+    blocks = [("h2", "Pipeline: same image"), ("p", how),
+              ("table", ["shape point", "shapes", "PSNR", "required", "max abs diff", "passed"], images),
+              ("h2", "Pipeline: seconds per image, by network")]
+    for p in pipe.points:
+        blocks += [("p", f"Shape point {p.shape_point} ({fmt_shapes(p.shapes)}):"), _seconds_table(report.components, p)]
+    return blocks
+
+
+def _seconds_table(components: list[ComponentReport], point) -> tuple:
+    by_name = {c.name: c for c in components}
+    rows = []
+    for name in point.baseline_seconds:
+        base, opt = point.baseline_seconds[name], point.optimized_seconds.get(name)
+        c = by_name.get(name)
+        rows.append([name, f"{c.engine} {c.precision}" if c else "PyTorch (not a network)", f"{base:.3f}",
+                     NA if opt is None else f"{opt:.3f}", fmt_ratio(base / opt) if opt else NA,
+                     fmt_ratio(c.speedup) if c else NA])
+    return ("table", ["network", "optimized by", "baseline s/image", "optimized s/image", "speed-up in pipeline",
+                      "speed-up per call (benchmark)"], rows)
+
+
+def _component_candidate_blocks(report: TaskReport) -> list[tuple]:
+    headers = ["network", "selected", "engine", "version", "precision", "build s", "accuracy", "speed-up per call"]
+    rows = [
+        [comp.name, "✓" if c.selected else "", c.engine, c.engine_version, c.precision,
+         f"{c.build_seconds:.1f}", _candidate_verdict(c), fmt_ratio(c.speedup)]
+        for comp in report.components for c in comp.candidates
+    ]
+    info = [f"{c.name}: {'; '.join(c.tensor_info)} (exported in {c.export_seconds:.1f} s)" for c in report.components]
+    return [("h2", "Candidates, per network"), ("table", headers, rows), ("p", "Tensor information per network:"),
+            ("list", info)]
 
 
 def _settings_blocks(report: TaskReport) -> list[tuple]:
@@ -399,6 +468,8 @@ def summary_table(report: TaskReport) -> list[dict]:
 def console_summary(report: TaskReport, result_folder: str) -> str:
     """The lines the CLI prints when a task ends."""
     files = f"report: {os.path.join(result_folder, 'report.html')} (also report.json, report.md)"
+    if report.pipeline is not None:
+        return _pipeline_summary(report, files)
     if selected_candidate(report) is None:
         lines = [f"{report.task_name}: no candidate passed, no optimized model."]
         return "\n".join(lines + [f"  {reason}" for reason in failure_reasons(report)] + [files])
@@ -407,6 +478,19 @@ def console_summary(report: TaskReport, result_folder: str) -> str:
         f"{report.task_name}: speed-up {fmt_ratio(report.speedup)} (geometric mean over shape points)",
         *([f"per shape point: {per_point}"] if per_point else []),
         f"engine: {report.engine} {report.engine_version}, precision {report.precision}",
+        f"accuracy: {accuracy_verdict(report.accuracy)}",
+        files,
+    ])
+
+
+def _pipeline_summary(report: TaskReport, files: str) -> str:
+    per_point = ", ".join(f"{r.point} {fmt_speedup(r.speedup)}" for r in shape_rows(report) if r.speedup)
+    images = ", ".join(f"{p.shape_point} {_fmt_db(p.psnr_db)}" for p in report.pipeline.points)
+    return "\n".join([
+        f"{report.task_name}: speed-up per image {fmt_ratio(report.speedup)} (geometric mean over shape points)",
+        *([f"per shape point: {per_point}"] if per_point else []),
+        "networks: " + ", ".join(f"{c.name} {c.engine} {c.precision} {fmt_ratio(c.speedup)}" for c in report.components),
+        f"image PSNR against the original: {images}",
         f"accuracy: {accuracy_verdict(report.accuracy)}",
         files,
     ])

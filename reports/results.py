@@ -83,6 +83,48 @@ class Candidate:
 
 
 @dataclass
+class ComponentReport:
+    """One network of a pipeline (text encoder, UNet, VAE decoder), optimized as a model."""
+
+    name: str
+    tensor_info: list[str]
+    engine: str
+    engine_version: str
+    precision: str
+    speedup: float  # per call: geometric mean of p50 speed-ups over its shape points
+    accuracy: Accuracy
+    candidates: list[Candidate]
+    export_seconds: float
+
+
+@dataclass
+class PipelinePoint:
+    """The whole pipeline at one image shape point: same image (PSNR), and its time per image."""
+
+    shape_point: str
+    shapes: dict[str, list[int]]  # {"image": [N, 3, H, W]}
+    psnr_db: float
+    min_psnr_db: float
+    max_abs_diff: float
+    passed: bool
+    benchmark: ShapeBenchmark | None = None  # ms per pipeline call (N images)
+    baseline_seconds: dict[str, float] = field(default_factory=dict)  # per image, per network and "other"
+    optimized_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineReport:
+    """How the end-to-end image check and timing were run, and what they found."""
+
+    pipeline_class: str
+    prompt: str
+    steps: int
+    guidance_scale: float
+    seed: int
+    points: list[PipelinePoint]
+
+
+@dataclass
 class TaskReport:
     """Everything report.json holds; see DESIGN.md 'Contracts'."""
 
@@ -108,6 +150,8 @@ class TaskReport:
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     created: str = ""
+    components: list[ComponentReport] = field(default_factory=list)  # pipelines only
+    pipeline: PipelineReport | None = None  # pipelines only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +191,7 @@ def _convert(hint: str, value):
 _NESTED.update(
     {
         c.__name__: c
-        for c in (LatencyStats, Speedup, ShapeBenchmark, OutputAccuracy, Accuracy, Candidate)
+        for c in (LatencyStats, Speedup, ShapeBenchmark, OutputAccuracy, Accuracy, Candidate,
+                  ComponentReport, PipelinePoint, PipelineReport)
     }
 )
