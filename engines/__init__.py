@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from engines import onnxruntime_engine, openvino_engine
+from engines import gpu, onnxruntime_cuda_engine, onnxruntime_engine, openvino_engine, tensorrt_engine
 from formats.errors import DeviceError, EngineError
 
-ENGINES: tuple[ModuleType, ...] = (onnxruntime_engine, openvino_engine)
+# The order is the build order; each engine names the devices it builds for.
+ENGINES: tuple[ModuleType, ...] = (
+    onnxruntime_engine, openvino_engine, tensorrt_engine, onnxruntime_cuda_engine,
+)
 
 LEVELS = ("fp16", "lossless")
 CPU_DEVICES = ("cpu",)
-# Deployment machine types of the product (SPEC 2.10) and common NVIDIA serving GPUs.
-GPU_DEVICES = ("t4", "v100", "a10", "a100", "h100", "h200", "l4", "l40s", "pnv5b")
+# Deployment machine types of the product (SPEC 2.10) and common NVIDIA serving GPUs;
+# engines/gpu.py maps GPU names to them.
+GPU_DEVICES = gpu.GPU_DEVICES
 
 
 def engine_named(name: str) -> ModuleType:
@@ -45,15 +49,57 @@ def known_device(device: str) -> str:
 
 
 def check_device(device: str) -> str:
-    """A deployment machine type this machine can build for; refused before any work otherwise."""
+    """A deployment machine type this machine can build for; refused before any work otherwise.
+
+    A GPU machine type must be the GPU this process runs on (engines are built for one GPU
+    model): a mismatch names both. `cpu` never touches the GPU.
+    """
     normal = known_device(device)
-    if normal in GPU_DEVICES and not any(_builds_for(e, normal) for e in ENGINES):
-        raise DeviceError(
-            f"device {device!r} is a GPU machine type, but no GPU engine is available here "
-            "(TensorRT / ONNX Runtime CUDA are not installed, or no GPU is present). "
-            "Run the task on a machine of that type, or use --device cpu."
-        )
+    if normal in GPU_DEVICES:
+        check_gpu(normal)
+        if not any(_builds_for(e, normal) for e in ENGINES):
+            raise DeviceError(
+                f"device {device!r} is a GPU machine type, but no GPU engine is available here: "
+                f"install TensorRT (pip install -e \".[tensorrt]\") or ONNX Runtime with CUDA "
+                f"(pip install -e \".[gpu]\"), or use --device cpu."
+            )
     return normal
+
+
+def check_gpu(device: str) -> gpu.GpuInfo:
+    """The GPU here, when it is of machine type `device`."""
+    here = gpu.current()
+    if here is None:
+        raise DeviceError(
+            f"device {device!r} is a GPU machine type, but this machine has no NVIDIA GPU, so no GPU "
+            f"engine can build here. Run the task on a {device} machine (--submit sends it to the "
+            f"{device} work pool), or use --device cpu."
+        )
+    found = here.machine_type
+    if found != device:
+        named = f"machine type {found}" if found else "a GPU accelflow has no machine type for"
+        raise DeviceError(
+            f"--device {device} asks for a {device} machine, but this task runs on an {here.name} "
+            f"({named}). Engines are built for the GPU they run on: run the task on a {device} "
+            f"machine (--submit sends it to the {device} work pool)"
+            + (f", or use --device {found}." if found else
+               f", or declare this machine's type with {gpu.MACHINE_TYPE_ENV}=<type>.")
+        )
+    return here
+
+
+def served_devices() -> tuple[str, ...]:
+    """The machine types `accelflow server` serves here: cpu, and this machine's GPU type
+    when a GPU engine can build for it."""
+    here = gpu.current()
+    kind = here.machine_type if here else None
+    if kind in GPU_DEVICES and any(_builds_for(e, kind) for e in ENGINES):
+        return ("cpu", kind)
+    return ("cpu",)
+
+
+def is_gpu_engine(engine: ModuleType) -> bool:
+    return not set(engine.DEVICES) & set(CPU_DEVICES)
 
 
 def _builds_for(engine: ModuleType, device: str) -> bool:
@@ -71,8 +117,9 @@ def candidates(level: str, device: str, choice: str = "auto", version: str | Non
         raise EngineError("--engine-version needs --engine NAME: a version belongs to one engine.")
     pairs = []
     for engine in engines:
-        installed = engine.version()
-        if device not in engine.DEVICES or installed is None:
+        # The device first: a CPU task never asks a GPU engine anything (not even its version).
+        installed = engine.version() if device in engine.DEVICES else None
+        if installed is None:
             if choice != "auto":
                 raise EngineError(_unavailable(engine, device))
             continue
@@ -94,6 +141,6 @@ def _version_matches(installed: str, wanted: str) -> bool:
 
 
 def _unavailable(engine: ModuleType, device: str) -> str:
-    if engine.version() is None:
-        return f"engine {engine.NAME} is not installed: pip install {engine.PACKAGE}"
-    return f"engine {engine.NAME} cannot build for device {device!r} (it supports {', '.join(engine.DEVICES)})."
+    if device not in engine.DEVICES:
+        return f"engine {engine.NAME} cannot build for device {device!r} (it supports {', '.join(engine.DEVICES)})."
+    return f"engine {engine.NAME} is not installed: pip install {engine.PACKAGE}"

@@ -107,18 +107,19 @@ def to_onnx(path: str, spec, out_dir: str) -> tuple[str, ModelIO]:
 
 
 class OrtRunner:
-    """An ONNX model in an ONNX Runtime CPU session with `threads` intra-op threads.
+    """An ONNX model in an ONNX Runtime session (CPU unless `providers` says otherwise) with
+    `threads` intra-op threads.
 
     `optimize=True` is ONNX Runtime's default (ORT_ENABLE_ALL at load); a graph that was
     already optimized offline loads with optimizations off, which only saves start-up time.
     """
 
-    def __init__(self, path: str, io: ModelIO, threads: int, optimize: bool = True):
+    def __init__(self, path: str, io: ModelIO, threads: int, optimize: bool = True, providers: list | None = None):
         ort = _ort()
         options = session_options(threads)
         if not optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path, options, providers=providers or ["CPUExecutionProvider"])
         self.io = io
         self.label = f"onnxruntime {ort.__version__}"
         self._types = {i.name: ort_numpy_type(i.type) for i in self.session.get_inputs()}
