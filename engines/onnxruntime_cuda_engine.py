@@ -84,8 +84,10 @@ def load(folder: str, manifest: dict, threads: int) -> "OrtCudaRunner":
     return OrtCudaRunner(os.path.join(folder, config["file"]), io, threads, tf32=config.get("tf32", False))
 
 
-def cuda_providers(tf32: bool) -> list:
-    return [(CUDA, {"device_id": 0, "use_tf32": "1" if tf32 else "0"}), "CPUExecutionProvider"]
+def cuda_providers(tf32: bool | None) -> list:
+    """CUDA first, CPU for the operations CUDA lacks; tf32 None keeps ONNX Runtime's default."""
+    options = {"device_id": "0"} if tf32 is None else {"device_id": "0", "use_tf32": "1" if tf32 else "0"}
+    return [(CUDA, options), "CPUExecutionProvider"]
 
 
 class _Bound:
@@ -96,7 +98,7 @@ class _Bound:
 
 
 class OrtCudaRunner(OrtRunner):
-    def __init__(self, path: str, io, threads: int, tf32: bool = False):
+    def __init__(self, path: str, io, threads: int, tf32: bool | None = False):
         super().__init__(path, io, threads, optimize=True, providers=cuda_providers(tf32))
         if CUDA not in self.session.get_providers():
             raise DeviceError("ONNX Runtime did not start its CUDA provider (CUDA or cuDNN libraries missing?); "

@@ -100,29 +100,57 @@ def _is_tensor(value) -> bool:
 
 
 class TorchScriptBaseline:
-    """The original TorchScript model in torch: eval mode, inference mode, same thread count."""
+    """The original TorchScript model in torch: eval mode, inference mode, same thread count.
 
-    def __init__(self, path: str, spec, io: ModelIO, threads: int):
+    device "cuda": the module and the prepared inputs on the GPU; `run` returns after
+    torch.cuda.synchronize(), so a timed call is the whole GPU inference, as the GPU engines'.
+    """
+
+    def __init__(self, path: str, spec, io: ModelIO, threads: int, device: str = "cpu"):
         self.torch = import_torch()
         self.torch.set_num_threads(threads)
+        self.device = device
         self.module = load(path)
+        if device != "cpu":
+            if not self.torch.cuda.is_available():
+                raise MissingDependencyError(
+                    "the TorchScript baseline on the GPU needs a CUDA build of torch; this torch "
+                    f"({self.torch.__version__}) has no CUDA. Install torch with CUDA on GPU machines."
+                )
+            self.module = self.module.to(device)
         self.spec, self.io = spec, io
-        self.label = f"torchscript (torch {self.torch.__version__})"
+        where = f" on {self.torch.cuda.get_device_name(0)}" if device != "cpu" else ""
+        self.label = f"torchscript (torch {self.torch.__version__}){where}"
 
     def prepare(self, arrays):
         args, kwargs = self.spec.unflatten(list(arrays))
-        return positional_args(self.module, self.spec, to_torch(args), to_torch(kwargs))
+        feed = positional_args(self.module, self.spec, to_torch(args), to_torch(kwargs))
+        if self.device != "cpu":
+            feed = [_to_device(v, self.device) for v in feed]
+            self.torch.cuda.synchronize()
+        return feed
 
     def run(self, feed):
         with self.torch.inference_mode(), _quiet():
-            return self.module(*feed)
+            out = self.module(*feed)
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
+        return out
 
     def outputs(self, raw):
         return [to_numpy(t) for t in flatten_value(raw, _is_tensor)]
 
 
-def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> TorchScriptBaseline:
-    return TorchScriptBaseline(path, spec, io, threads)
+def _to_device(value, device: str):
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value.to(device)
+
+
+def baseline_runner(path: str, spec, io: ModelIO, threads: int, device: str = "cpu") -> TorchScriptBaseline:
+    return TorchScriptBaseline(path, spec, io, threads, device)
 
 
 def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]:

@@ -25,4 +25,13 @@ def manifest_for(task_name: str, request, fetched, chosen, converted, report) ->
         "accelflow_version": accelflow.__version__,
         "created": report.created,
         "load": "import accelflow; model = accelflow.load(RESULT_FOLDER); outputs = model(*inputs)",
+        **gpu_fields(chosen.engine_config),
     }
+
+
+def gpu_fields(engine_config: dict) -> dict:
+    """A GPU result's GPU (name, compute capability, clocks at build time) and what loading
+    checks it against; the engine version is `engine_version` (TensorRT's, for tensorrt)."""
+    if "built_for" not in engine_config:
+        return {}
+    return {"gpu": engine_config.get("gpu", {}), "built_for": engine_config["built_for"]}

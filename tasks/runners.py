@@ -2,34 +2,68 @@
 
 The accuracy and benchmark steps run in the same process and use the same baseline and
 candidate runners; loading BERT-sized models costs seconds each time.
+
+The baseline runs where the candidates run: once a GPU engine's candidate is loaded (the
+build step loads every candidate), the original model is loaded on the same GPU, in its
+own framework (TorchScript on CUDA; an ONNX model in ONNX Runtime's CUDA provider). A
+format without a GPU baseline of its own is timed as its ONNX conversion in ONNX Runtime
+CUDA, and its label says so. `use_device` sets the device explicitly.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import formats
-from engines import engine_named
+from engines import engine_named, is_gpu_engine
 from formats import tensor_info
 from formats.modelio import ModelIO
 from formats.runner import Runner
 
 _LOADED: dict[str, Runner] = {}
+_STATE = {"device": "cpu"}
+
+
+def use_device(device: str) -> None:
+    """"cpu" or "cuda": where the baseline runs (a GPU machine type means "cuda")."""
+    _STATE["device"] = "cpu" if device == "cpu" else "cuda"
+
+
+def baseline_device() -> str:
+    return _STATE["device"]
 
 
 def baseline(model_file: str, format_name: str, onnx_path: str, io: dict, spec_lines: list[str], threads: int) -> Runner:
     """The original model in its own framework (TorchScript in torch, ONNX in ONNX Runtime)."""
-    key = f"baseline:{model_file}"
+    device = baseline_device()
+    key = f"baseline:{device}:{model_file}"
     if key not in _LOADED:
         fmt = next(f for f in formats.FORMATS if f.NAME == format_name)
         spec = tensor_info.parse(spec_lines)
         path = onnx_path if fmt.NAME == "onnx" else model_file
-        _LOADED[key] = fmt.baseline_runner(path, spec, ModelIO.from_dict(io), threads)
+        _LOADED[key] = _baseline_runner(fmt, path, onnx_path, spec, ModelIO.from_dict(io), threads, device)
     return _LOADED[key]
+
+
+def _baseline_runner(fmt, path: str, onnx_path: str, spec, io: ModelIO, threads: int, device: str) -> Runner:
+    if device == "cpu":
+        return fmt.baseline_runner(path, spec, io, threads)
+    if fmt.NAME == "onnx" or "device" not in inspect.signature(fmt.baseline_runner).parameters:
+        from engines.onnxruntime_cuda_engine import OrtCudaRunner
+
+        runner = OrtCudaRunner(onnx_path, io, threads, tf32=None)  # ONNX Runtime's defaults
+        if fmt.NAME != "onnx":
+            runner.label += f" (the {fmt.NAME} model's ONNX conversion: no {fmt.NAME} GPU baseline here)"
+        return runner
+    return fmt.baseline_runner(path, spec, io, threads, device=device)
 
 
 def candidate(built, io: dict, threads: int) -> Runner:
     key = f"candidate:{built.folder}"
     if key not in _LOADED:
         engine = engine_named(built.engine)
+        if is_gpu_engine(engine):
+            use_device("cuda")
         _LOADED[key] = engine.load(built.folder, {"engine_config": built.engine_config, "io": io}, threads)
     return _LOADED[key]
 
@@ -37,3 +71,4 @@ def candidate(built, io: dict, threads: int) -> Runner:
 def release() -> None:
     """Free every loaded model (end of a task)."""
     _LOADED.clear()
+    _STATE["device"] = "cpu"
