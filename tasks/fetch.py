@@ -30,13 +30,15 @@ def fetch_model(model: str, repo_uri: str | None, model_file: str | None, scratc
     `scratch` first.
     """
     from tasks.repository import ModelRepository, parse_model_ref
+    from tasks.retry import with_retries
 
     ref = parse_model_ref(model)
     if ref is None:
         return _local_model(model, model_file)
     repository = ModelRepository(repo_uri)
-    entry = repository.version(*ref)
-    home = repository.local_home(*ref) or repository.fetch(*ref, os.path.join(scratch, "model"))
+    entry = with_retries(lambda: repository.version(*ref), f"read {model}")
+    home = repository.local_home(*ref) or with_retries(
+        lambda: repository.fetch(*ref, os.path.join(scratch, "model")), f"fetch {model}")
     path = find_model_file(home, model_file)
     return FetchedModel(
         name=entry.model, version=entry.version, home=os.path.abspath(home),

@@ -3,7 +3,8 @@
 Everything is assembled in a hidden staging folder beside the final one and renamed into
 place at the end (one atomic rename on the same file system), so a failed or interrupted
 task never leaves a half-written result folder: at most a `.partial-*` folder, which the
-next task under the same output removes once it is stale.
+next task under the same output removes once its owner process is gone (killed, crashed)
+or, for one made on another machine, once it is older than any task could run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 
@@ -50,7 +52,13 @@ def slug(name: str) -> str:
 def start_staging(output: str) -> str:
     os.makedirs(output, exist_ok=True)
     remove_stale_partials(output)
-    return tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=output)
+    return tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{_owner_tag()}-", dir=output)
+
+
+def _owner_tag() -> str:
+    """Host and process that own a staging folder: `<host>~<pid>`."""
+    host = re.sub(r"[^0-9A-Za-z.-]+", "-", socket.gethostname())[:60] or "host"
+    return f"{host}~{os.getpid()}"
 
 
 def discard(staging: str, created_output: str | None = None) -> None:
@@ -77,11 +85,29 @@ def finalize(staging: str, output: str, name: str) -> str:
 
 
 def remove_stale_partials(output: str, max_age: float = STALE_PARTIAL_SECONDS) -> None:
-    """Staging folders left by killed tasks, once older than any task could run."""
+    """Staging folders left by killed tasks: at once when their process on this machine is
+    gone, otherwise once older than any task could run."""
     now = time.time()
     for entry in os.scandir(output):
-        if entry.name.startswith(PARTIAL_PREFIX) and now - entry.stat().st_mtime > max_age:
-            shutil.rmtree(entry.path, ignore_errors=True)
+        if not entry.name.startswith(PARTIAL_PREFIX):
+            continue
+        with contextlib.suppress(OSError):
+            if _owner_gone(entry.name) or now - entry.stat().st_mtime > max_age:
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _owner_gone(name: str) -> bool:
+    host, _, rest = name[len(PARTIAL_PREFIX):].partition("~")
+    pid = rest.split("-", 1)[0]
+    if host != _owner_tag().split("~")[0] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def package_result(staging: str, best_folder: str, manifest: dict, report, write_report) -> dict[str, str]:

@@ -153,6 +153,15 @@ def _safe_relpath(rel: str) -> str:
     return rel
 
 
+# Uploads slower than this are taken for a stalled store (see _upload_deadline).
+_SLOWEST_UPLOAD_BYTES_PER_S = 256 * 1024
+
+
+def _s3_timeout() -> float:
+    """Seconds an S3 call may wait to connect or for an answer (ACCELFLOW_S3_TIMEOUT)."""
+    return float(os.environ.get("ACCELFLOW_S3_TIMEOUT", "15"))
+
+
 def _open_remote(protocol: str, storage_options: dict | None) -> fsspec.AbstractFileSystem:
     options = dict(storage_options or {})
     if protocol in ("s3", "s3a"):
@@ -161,12 +170,20 @@ def _open_remote(protocol: str, storage_options: dict | None) -> fsspec.Abstract
         # reader see versions another process just added.
         options.setdefault("skip_instance_cache", True)
         options.setdefault("use_listings_cache", False)
+        # Short timeouts and few retries per call: an unreachable store then fails a call in
+        # seconds, and tasks.retry retries the whole operation with backoff and says so.
+        timeout = _s3_timeout()
+        options.setdefault("config_kwargs", {"connect_timeout": timeout, "read_timeout": timeout,
+                                             "retries": {"total_max_attempts": 2}})
     try:
-        return fsspec.filesystem(protocol, **options)
+        fs = fsspec.filesystem(protocol, **options)
     except (ImportError, ValueError) as exc:  # unknown protocol, or its package is missing
         raise RepositoryError(
             f"cannot open a {protocol}:// model repository: {exc}; use a local folder or s3://"
         ) from exc
+    if hasattr(fs, "retries"):
+        fs.retries = 2  # s3fs's own retry loop (default 5), not an option of its constructor
+    return fs
 
 
 class ModelRepository:
@@ -253,7 +270,16 @@ class ModelRepository:
             raise RepositoryError(f"malformed {path} in repository {self._uri}: {exc}") from exc
 
     def _write_json(self, path: str, data: dict) -> None:
-        self._fs.pipe_file(path, json.dumps(data, indent=2, sort_keys=True).encode())
+        body = json.dumps(data, indent=2, sort_keys=True).encode()
+        self._fs.pipe_file(path, body, **self._upload_deadline(len(body)))
+
+    def _upload_deadline(self, size: int) -> dict:
+        """A whole-call deadline for an upload to S3. Its read timeout does not cover the wait
+        for "100 Continue" before a PUT body, so a store that stops answering there would
+        hang the upload forever (seen with a frozen server); fsspec cancels the call at it."""
+        if self._local:
+            return {}
+        return {"timeout": _s3_timeout() + size / _SLOWEST_UPLOAD_BYTES_PER_S}
 
     def _children(self, path: str) -> list[str]:
         try:
@@ -420,7 +446,7 @@ class ModelRepository:
         sizes = {}
         for path, rel in files:
             sizes[rel] = os.path.getsize(path)
-            self._fs.put_file(path, self._join(home, rel))
+            self._fs.put_file(path, self._join(home, rel), **self._upload_deadline(sizes[rel]))
         return sizes
 
     def _undo_add(self, name: str, version: str, first: bool) -> None:

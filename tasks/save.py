@@ -18,6 +18,7 @@ import shutil
 from formats.errors import RepositoryError
 from tasks.package import PARTIAL_PREFIX, slug
 from tasks.repository import ModelRepository, VersionEntry, parse_model_ref
+from tasks.retry import with_retries
 
 OPTIMIZED_SOURCE = "optimized"
 OPTIMIZED_FORMAT = "accelflow"
@@ -44,11 +45,23 @@ def save_task(task_id: str, task_name: str, request: dict, result: dict) -> Vers
     folder = os.path.join(request["output"], f"m-{model_id}", f"mv-{version_id}")
     _assemble(repository, request, result, folder)
     try:
-        return repository.add(name, version, folder, source=OPTIMIZED_SOURCE, format=OPTIMIZED_FORMAT,
-                              extra=_lineage(task_id, task_name, result), model_id=model_id, version_id=version_id)
+        return with_retries(
+            lambda: repository.add(name, version, folder, source=OPTIMIZED_SOURCE, format=OPTIMIZED_FORMAT,
+                                   extra=_lineage(task_id, task_name, result), model_id=model_id,
+                                   version_id=version_id),
+            f"save {name}@{version}", lambda: _added_before(repository, name, version, version_id))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _added_before(repository, name: str, version: str, version_id: str) -> VersionEntry | None:
+    """The version, when an attempt whose answer was lost did register it."""
+    try:
+        entry = repository.version(name, version)
+    except RepositoryError:
+        return None
+    return entry if entry.id == version_id else None
 
 
 def _refuse_if_saved(repository, name: str, version: str, task_name: str) -> None:

@@ -12,6 +12,7 @@ the same across restarts, but moto keeps its buckets in memory, so a restart emp
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -73,9 +74,17 @@ class MotoServer:
         self.stop()
         raise RuntimeError(f"moto server did not answer within {timeout} s; see {self._log_path}")
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections are accepted, nothing is answered."""
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is None:
             return
+        self._proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
         self._proc.terminate()
         try:
             self._proc.wait(timeout=10)

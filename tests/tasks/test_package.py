@@ -75,3 +75,25 @@ def test_stale_partials_are_removed_fresh_ones_kept(tmp_path):
 @pytest.mark.parametrize("name,expected", [("a/b", "a-b"), ("../../etc", "etc"), ("", "task"), ("x" * 300, "x" * 120)])
 def test_slug_is_filesystem_safe(name, expected):
     assert package.slug(name) == expected
+
+
+def test_partial_of_a_killed_process_is_removed_at_once_a_live_ones_kept(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from tasks import package; print(package.start_staging(sys.argv[1]), flush=True); "
+            "time.sleep(60)")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    killed = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=root)
+    alive = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        killed_partial, alive_partial = killed.stdout.readline().strip(), alive.stdout.readline().strip()
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        mine = package.start_staging(str(tmp_path))
+        assert not os.path.exists(killed_partial)  # its process is gone: removed without waiting 24 h
+        assert os.path.isdir(alive_partial) and os.path.isdir(mine)  # a running task's is kept
+    finally:
+        alive.kill()
+        alive.wait()
