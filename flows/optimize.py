@@ -27,11 +27,12 @@ def locate_model(request: OptimizeRequest) -> str | None:
     Cheap: a local file's format is sniffed, a repository entry's metadata read; nothing copied.
     """
     from formats import detect_format, find_model_file, model_home
+    from tasks.convert import format_options
     from tasks.repository import ModelRepository, parse_model_ref
 
     ref = parse_model_ref(request.model)
     if ref is None:
-        detect_format(find_model_file(request.model, request.model_file))
+        format_options(detect_format(find_model_file(request.model, request.model_file)), request.format_options())
         return model_home(request.model)
     repository = ModelRepository(request.repo)
     repository.version(*ref)
@@ -78,7 +79,8 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
     with progress.step("parse tensor information"):
         lines = steps.parse_tensor_info(request.tensor_info)
     with progress.step("convert to ONNX"):
-        converted = steps.convert_to_onnx(fetched.model_file, fetched.format, lines, work, request.qat)
+        converted = steps.convert_to_onnx(fetched.model_file, fetched.format, lines, work, request.qat,
+                                          request.format_options())
     with progress.step("build engines"):
         built = _build_all(request, converted, lines, work, threads, progress)
     ok = [b for b in built if not b.error]
@@ -93,6 +95,7 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
         timed = steps.benchmark_candidates(
             fetched.model_file, fetched.format, converted, passing, lines, plan, threads,
             lambda i, n, label: progress.say(f"    shape point {label} timed ({i}/{n})"),
+            request.int_range_map(),
         ) if passing else {}
     with progress.step("report"):
         candidates = candidates_of(built, accuracies, timed)

@@ -88,3 +88,17 @@ def test_outputs_option_on_a_savedmodel_is_refused_before_any_work(prefect_serve
     with pytest.raises(ModelMismatchError, match="--outputs applies to TensorFlow frozen graphs only"):
         _run(model=cnn, tensor_info=["image:float(1*16*16*3)"], output=str(tmp_path / "out"), outputs=["x"])
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_takes_comma_separated_outputs_and_refuses_a_signature_on_a_frozen_graph(prefect_server, tmp_path, capsys):
+    from flows.cli import EXIT_USER_ERROR, main
+
+    (tmp_path / "models").mkdir()
+    graph = tf_models.frozen_graph(str(tmp_path / "models" / "graph.pb"))
+    common = [graph, "-t", "x:float(1*8)", "-t", "y:float(1*3)", "--draws", "1", "--bench-seconds", "0.2", "--json"]
+    assert main(["optimize", *common, "--outputs", "out_prod, hidden", "--output", str(tmp_path / "a")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [o["output"] for o in _report(result)["accuracy"]["outputs"]] == ["out_prod", "hidden"]
+    assert main(["optimize", *common, "--signature", "serving_default", "--output", str(tmp_path / "b")]) == EXIT_USER_ERROR
+    assert "--signature applies to TensorFlow SavedModels only, and this model is frozen-graph" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
