@@ -18,7 +18,7 @@ from formats import diffusers_pipeline
 from formats.runner import thread_count
 from tasks import package, pipeline, runners, steps
 from tasks.benchmark import TimingPlan
-from tasks.report import assemble, candidates_of, select
+from tasks.report import assemble, candidates_of, engine_notes, select
 
 
 def locate_model(request: OptimizeRequest) -> str | None:
@@ -105,8 +105,9 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
         if converted.cached:
             report.notes.append("the ONNX conversion came from the cache (same model bytes, tensor "
                                 "information and converter versions).")
-    with progress.step("package"):
         chosen = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
+        report.notes.extend(engine_notes(chosen.engine_config))
+    with progress.step("package"):
         result = _package(request, fetched, task_name, chosen, converted, report, staging, output)
     _publish(report, result)
     return result

@@ -19,7 +19,7 @@ _OPTIONS = (
     (("--resource-group",), "resource_group", {"help": "resource group (work queue) of the machine type, for --submit"}, None),
     (("--name",), "name", {"help": "task name (default <model>-<level>)"}, None),
     (("--tag",), "tags", {"action": "append", "help": "a tag; repeatable"}, None),
-    (("--engine",), "engine", {"help": "auto (default: fastest accurate), onnxruntime or openvino"}, "auto"),
+    (("--engine",), "engine", {"help": "auto (default: fastest accurate), onnxruntime, openvino, tensorrt or onnxruntime-cuda"}, "auto"),
     (("--engine-version",), "engine_version", {"help": "pin the engine's version (checked before any work)"}, None),
     (("--repo",), "repo", {"help": "model repository: a folder or s3://bucket/prefix (default $ACCELFLOW_REPO or ./model-repo)"}, None),
     (("--model-file",), "model_file", {"help": "the model file inside a version folder holding several"}, None),

@@ -22,7 +22,7 @@ class OptimizeRequest(BaseModel):
     device: str = Field("cpu", description="deployment machine type")
     name: str | None = Field(None, description="task name; default <model>-<level>")
     tags: list[str] = Field(default_factory=list)
-    engine: str = Field("auto", description="auto, onnxruntime or openvino")
+    engine: str = Field("auto", description="auto, onnxruntime, openvino, tensorrt or onnxruntime-cuda")
     engine_version: str | None = None
     repo: str | None = Field(None, description="model repository URI (local folder or s3://...)")
     model_file: str | None = Field(None, description="the model file inside a version folder")

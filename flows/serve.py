@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-GPU_SERVING = ()  # machine types served here in addition to cpu, once GPU engines exist
-
-
 def deployments():
     from prefect.deployments.runner import EntrypointType
 
+    import engines
     from flows.optimize import optimize
 
     return [
         optimize.to_deployment(name=device, entrypoint_type=EntrypointType.MODULE_PATH,
                                description=f"optimize a model for {device} machines")
-        for device in ("cpu", *GPU_SERVING)
+        for device in engines.served_devices()
     ]
 
 

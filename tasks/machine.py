@@ -28,6 +28,7 @@ def library_versions() -> dict[str, str]:
 
 def machine_info() -> dict:
     return {
+        **_gpu_info(),
         "cpu": _cpu_model(),
         "cpu_flags": [f for f in _CPU_FLAGS if f in _cpu_flags()],
         "cores_used": thread_count(),
@@ -37,6 +38,18 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "hostname": platform.node(),
     }
+
+
+def _gpu_info() -> dict:
+    """The GPU (name, compute capability, clocks) where nvidia-smi shows one; nothing else."""
+    import shutil
+
+    if not shutil.which("nvidia-smi"):
+        return {}
+    from engines import gpu
+
+    here = gpu.current()
+    return {"gpu": here.to_dict()} if here else {}
 
 
 def process_started_at() -> float | None:

@@ -82,3 +82,11 @@ def _notes(level: str, candidates: list[Candidate], best: Candidate) -> list[str
         notes.append("ONNX Runtime's offline-optimized graph may hold layouts specific to this CPU; "
                      "serve it on the same machine type.")
     return notes
+
+
+def engine_notes(engine_config: dict) -> list[str]:
+    """What the chosen engine's build decided that the reader must know (GPU FP16 fallback)."""
+    fallback = (engine_config or {}).get("fp16", {}).get("fallback")
+    if not fallback:
+        return []
+    return [f"FP16 fallback: {fallback['reason']}; kept in FP32: {', '.join(fallback['kept_fp32_ops'])}."]

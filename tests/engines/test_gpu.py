@@ -278,6 +278,9 @@ def test_fp16_fallback_is_automatic_and_recorded(tmp_path):
     assert record["fallback"] and "FP16 accuracy check" in record["fallback"]["reason"]
     assert "ReduceSum" in record["fallback"]["kept_fp32_ops"] and record["graph"]["fp32_nodes"] == {"Div": 1, "ReduceSum": 1}
     assert record["precheck"]["passed"] is True
+    from tasks.report import engine_notes
+
+    assert engine_notes({"fp16": record})[0].startswith("FP16 fallback: the all-FP16 graph failed")
     x = [np.random.default_rng(0).standard_normal((1, 4096)).astype(np.float32)]
     assert np.isfinite(run_arrays(runner, x)[0]).all()
 
@@ -288,6 +291,7 @@ def test_fp16_fallback_is_automatic_and_recorded(tmp_path):
     _, record = fp16_graph.build_with_fallback(cnn, io, spec, str(tmp_path / "cnn"),
                                                lambda p: onnx_model.OrtRunner(p, io, 1))
     assert record["fallback"] is None and record["precheck"]["passed"] is True
+    assert engine_notes({"fp16": record}) == []
 
 
 # ---------------------------------------------------------------- manifests built elsewhere
