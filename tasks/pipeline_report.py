@@ -37,7 +37,7 @@ def assemble(task_name: str, request, fetched, components: list[ComponentReport]
     return TaskReport(
         task_name=task_name, model=fetched.name, version=fetched.version, format=fetched.format,
         level=request.level, device=request.device, engine=_joined(c.engine for c in components),
-        engine_version=_joined(f"{c.engine} {c.engine_version}" for c in components),
+        engine_version=_engine_versions(components),
         precision=_joined(c.precision for c in components),
         speedup=geometric_mean([p.benchmark.speedup.ratio for p in points]),
         baseline={p.shape_point: p.benchmark.baseline for p in points},
@@ -55,6 +55,13 @@ def assemble(task_name: str, request, fetched, components: list[ComponentReport]
 def _joined(values) -> str:
     """One value when every network agrees, else each distinct one joined by '+'."""
     return "+".join(dict.fromkeys(values))
+
+
+def _engine_versions(components: list[ComponentReport]) -> str:
+    """The engine's version when one engine built every network, else `engine version` of each."""
+    if len({c.engine for c in components}) == 1:
+        return _joined(c.engine_version for c in components)
+    return _joined(f"{c.engine} {c.engine_version}" for c in components)
 
 
 def _accuracy(components: list[ComponentReport], pipeline: PipelineReport) -> Accuracy:
