@@ -11,6 +11,7 @@ import time
 
 from prefect import flow
 
+from flows.limits import limit_error, memory_limit
 from flows.progress import Progress
 from flows.request import OptimizeRequest, check_request
 from flows.stopping import StopWatcher
@@ -53,13 +54,17 @@ def optimize(request: OptimizeRequest):
     request, output = preflight(request)
     created_output = not os.path.exists(output)
     staging = package.start_staging(output)
-    with StopWatcher(flow_run.get_id()) as watcher:
+    watcher = StopWatcher(flow_run.get_id(), time_limit=request.time_limit)
+    with watcher, memory_limit(request.memory_limit_gb):
         try:
             return _optimize_into(request, output, staging)
-        except BaseException:
+        except BaseException as exc:
             package.discard(staging, output if created_output else None)
             if watcher.requested:
                 return Cancelled(message="stopped by the user; nothing was kept")
+            limited = limit_error(exc, watcher.timed_out, request.time_limit, request.memory_limit_gb)
+            if limited is not None:
+                raise limited from exc
             raise
         finally:
             runners.release()

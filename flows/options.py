@@ -32,6 +32,8 @@ _OPTIONS = (
     (("--min-cosine",), "min_cosine", {"type": float, "help": "accuracy: lowest cosine similarity allowed"}, None),
     (("--int-range",), "int_range", {"action": "append", "metavar": "NAME=LO:HI", "help": "range of random integer inputs (HI excluded); NAME may be *"}, None),
     (("--draws",), "draws", {"type": int, "help": "random accuracy draws per shape point (default 3)"}, 3),
+    (("--time-limit",), "time_limit", {"type": float, "metavar": "SECONDS", "help": "stop the task and fail it after this long"}, None),
+    (("--memory-limit",), "memory_limit_gb", {"type": float, "metavar": "GIB", "help": "fail the task when its process needs more memory than this"}, None),
     (("--bench-seconds",), "bench_seconds", {"type": float, "help": "benchmark time per shape point (default 5)"}, 5.0),
 )
 

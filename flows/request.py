@@ -36,6 +36,8 @@ class OptimizeRequest(BaseModel):
     int_ranges: dict[str, list[int]] = Field(default_factory=dict)
     draws: int = Field(3, ge=1, le=100, description="random accuracy draws per shape point")
     bench_seconds: float = Field(5.0, gt=0, description="benchmark time per shape point")
+    time_limit: float | None = Field(None, gt=0, description="seconds the task may run before it is stopped")
+    memory_limit_gb: float | None = Field(None, gt=0, description="GiB of address space the task process may use")
     resource_group: str | None = Field(None, description="work queue of the machine type's pool (SPEC 2.10)")
     retry_of: str | None = Field(None, description="id of the task this one re-accelerates")
     submitted_at: float = Field(default_factory=time.time)

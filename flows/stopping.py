@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 
 
 class StopRequested(BaseException):
@@ -17,20 +18,27 @@ class StopRequested(BaseException):
     no `except Exception` on the way swallows it)."""
 
 
-class StopWatcher:
-    """Polls a flow run's state every `interval` seconds while the `with` block runs."""
+class TimeLimitReached(BaseException):
+    """Raised inside a running flow when its --time-limit has passed."""
 
-    def __init__(self, flow_run_id, interval: float = 1.0):
+
+class StopWatcher:
+    """Polls a flow run's state every `interval` seconds while the `with` block runs, and
+    ends the block once `time_limit` seconds have passed."""
+
+    def __init__(self, flow_run_id, interval: float = 1.0, time_limit: float | None = None):
         self.flow_run_id = flow_run_id
         self.interval = interval
+        self.deadline = time.monotonic() + time_limit if time_limit else None
         self.requested = False
+        self.timed_out = False
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._target = threading.get_ident()
         self._thread = threading.Thread(target=self._watch, name="accelflow-stop-watcher", daemon=True)
 
     def __enter__(self) -> "StopWatcher":
-        if self.flow_run_id is not None:
+        if self.flow_run_id is not None or self.deadline is not None:
             self._thread.start()
         return self
 
@@ -45,12 +53,18 @@ class StopWatcher:
 
         with get_client(sync_client=True) as client:
             while not self._done.wait(self.interval):
-                if _is_cancelling(client, self.flow_run_id):
-                    with self._lock:
-                        if not self._done.is_set():
-                            self.requested = True
-                            _raise_in_thread(self._target, StopRequested)
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    self._interrupt("timed_out", TimeLimitReached)
                     return
+                if self.flow_run_id is not None and _is_cancelling(client, self.flow_run_id):
+                    self._interrupt("requested", StopRequested)
+                    return
+
+    def _interrupt(self, flag: str, exc_type: type[BaseException]) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                setattr(self, flag, True)
+                _raise_in_thread(self._target, exc_type)
 
 
 def _is_cancelling(client, flow_run_id) -> bool:

@@ -10,6 +10,11 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
+# ONNX Runtime (1DS telemetry on Linux in 2026 releases; 1.32 here) reports usage to Microsoft unless this is
+# set before it initialises; accelflow sends nothing about its users' work without asking.
+# Set ORT_DISABLE_TELEMETRY=0 to keep it. (OpenVINO's: engines.openvino_engine.import_openvino.)
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from formats import diffusers_pipeline, onnx_model, pytorch_checkpoint, tf_frozen_graph, tf_savedmodel, torchscript
 from formats.errors import UnsupportedFormatError
 

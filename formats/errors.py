@@ -46,6 +46,10 @@ class RepositoryError(AccelflowError):
     """A model repository entry that is missing, malformed or cannot be written."""
 
 
+class ResourceLimitError(AccelflowError):
+    """A task that ran out of memory or past its time limit."""
+
+
 class OutputPathError(AccelflowError):
     """An output path that overlaps the model's home directory or cannot be written."""
 

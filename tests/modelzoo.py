@@ -179,3 +179,17 @@ def qdq_onnx(folder: str) -> str:
     quantize_static(fp32, path, Reader(), quant_format=QuantFormat.QDQ)
     os.remove(fp32)
     return path
+
+
+class MemoryHog(nn.Module):
+    """Allocates 8 GiB per batch item in forward (scripted, so saving it allocates nothing)."""
+
+    def forward(self, x):
+        big = torch.ones(x.shape[0] * (1 << 30), dtype=torch.float64)
+        return x * big[0]
+
+
+def memory_hog_torchscript(folder: str) -> str:
+    path = os.path.join(folder, "hog.pt")
+    torch.jit.script(MemoryHog()).save(path)
+    return path
