@@ -74,6 +74,9 @@ def check_request(request: OptimizeRequest, local: bool = True) -> OptimizeReque
         raise SpecError(f"--samples file not found: {request.samples}")
     _check_int_ranges(request.int_ranges)
     name = request.name or default_task_name(request.model, "qat" if request.qat else level)
+    _check_text("task name", name, 200)
+    for tag in request.tags:
+        _check_text("tag", tag, 64)
     return request.model_copy(update={"level": level, "device": device, "tensor_info": lines, "name": name,
                                       **_absolute_locations(request)})
 
@@ -108,3 +111,11 @@ def _check_int_ranges(ranges: dict[str, list[int]]) -> None:
     for name, pair in ranges.items():
         if len(pair) != 2 or pair[0] >= pair[1]:
             raise SpecError(f"--int-range {name}={pair}: give LOW:HIGH with LOW < HIGH (HIGH excluded).")
+
+
+def _check_text(kind: str, value: str, limit: int) -> None:
+    """Names and tags are shown in terminals and the UI: one printable line, of sane length.
+    (They never become paths as given: result folders use a slug of the name.)"""
+    if not value.strip() or len(value) > limit or not value.isprintable():
+        raise SpecError(f"invalid {kind} {value[:80]!r}: use 1 to {limit} printable characters "
+                        "(no control characters or line breaks).")

@@ -13,11 +13,12 @@ with scale = max |reference| of that output. Defaults per level are in TOLERANCE
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from formats.errors import AccelflowError, ModelMismatchError, SpecError, last_line
+from formats.errors import AccelflowError, ModelMismatchError, SpecError, first_line, last_line
 from formats.runner import run_arrays
 from reports.results import Accuracy, OutputAccuracy
 
@@ -60,8 +61,14 @@ def sample_draws(spec, path: str) -> list[Draw]:
 
     np.load with allow_pickle=False: a sample file can never run code.
     """
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise SpecError(
+            f"--samples {path} is not an .npz of plain arrays ({first_line(exc)}). Save it with "
+            "np.savez(path, element_name=array, ...); arrays of Python objects are never loaded."
+        ) from exc
     groups: dict[str, dict[str, np.ndarray]] = {}
     for key, value in arrays.items():
         draw, _, element = key.rpartition("/")
