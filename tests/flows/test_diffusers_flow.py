@@ -116,3 +116,26 @@ def test_lossless_with_a_dynamic_batch(prefect_server, tiny_sd, tmp_path):
     assert unet["tensor_info"][0] == "sample:float(2*4*16*16,4*4*16*16)"
     images = _image(accelflow.load(result["result_folder"]), num_images_per_prompt=2)
     assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
+
+
+def test_a_drifting_image_falls_back_to_f32_for_the_reduced_precision_networks():
+    from flows.optimize_pipeline import _full_precision, _reselect
+    from formats.diffusers_pipeline import ComponentSpec
+    from reports.results import Accuracy, Candidate
+    from tasks.build import BuiltCandidate
+
+    def candidates(*picks):  # (engine, precision, speed-up, passed)
+        return [Candidate(e, "1", p, 1.0, Accuracy(ok, 1, []), speedup=s) for e, p, s, ok in picks]
+
+    specs = [ComponentSpec(n, [], []) for n in ("unet", "vae_decoder")]
+    found = {"unet": candidates(("openvino", "bf16", 2.0, True), ("openvino", "f32", 1.2, True),
+                                ("onnxruntime", "f32", 1.4, True)),
+             "vae_decoder": candidates(("onnxruntime", "f32", 1.1, True), ("openvino", "f32", 1.5, False))}
+    built = {n: [BuiltCandidate(c.engine, "1", c.precision, f"/{n}/{c.engine}-{c.precision}", 1.0) for c in cs]
+             for n, cs in found.items()}
+    chosen = {"unet": built["unet"][0], "vae_decoder": built["vae_decoder"][0]}
+    swaps = _full_precision(chosen, found, specs)
+    assert {n: (c.engine, c.precision) for n, c in swaps.items()} == {"unet": ("onnxruntime", "f32")}
+    _reselect(found["unet"], built["unet"], chosen, "unet", swaps["unet"])
+    assert chosen["unet"].key == "onnxruntime-f32"
+    assert [c.selected for c in found["unet"]] == [False, False, True]
