@@ -4,6 +4,7 @@ machine type this machine can build for (`optimize/cpu`, ...), each run in its o
 from __future__ import annotations
 
 import argparse
+import os
 
 def deployments():
     from prefect.deployments.runner import EntrypointType
@@ -24,6 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=2)
     args = parser.parse_args()
+    # Task processes inherit this: optimizations are batch work, and under full load the
+    # Prefect server and the user's `accelflow tasks ...` commands must still answer at once.
+    os.nice(int(os.environ.get("ACCELFLOW_TASK_NICE", "5")))
     serve(*deployments(), limit=args.limit, pause_on_shutdown=False, print_starting_message=True)
 
 

@@ -193,3 +193,10 @@ def memory_hog_torchscript(folder: str) -> str:
     path = os.path.join(folder, "hog.pt")
     torch.jit.script(MemoryHog()).save(path)
     return path
+
+
+def deep_mlp_torchscript(folder: str, layers: int = 48, width: int = 384) -> str:
+    """Many layers: its ONNX graph takes each engine a noticeable time to build."""
+    torch.manual_seed(0)
+    blocks = [m for _ in range(layers) for m in (nn.Linear(width, width), nn.ReLU())]
+    return save_traced(nn.Sequential(*blocks).eval(), (torch.randn(2, width),), os.path.join(folder, "deep.pt"))

@@ -1,0 +1,98 @@
+"""A real `accelflow server` under faults and load: a task process killed with SIGKILL in the
+middle of an engine build, and eight tasks submitted at once to a concurrency limit of two."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests import modelzoo
+from tests.flows.test_server import Service
+
+FAST = ["--draws", "1", "--bench-seconds", "0.3"]
+CNN_INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, s3_server):
+    svc = Service(str(tmp_path_factory.mktemp("prefect-home")), s3_server.endpoint_url)
+    yield svc
+    if svc.process.poll() is None:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, service):
+    models = tmp_path_factory.mktemp("models")
+    cnn = modelzoo.tiny_cnn_torchscript(str(models))
+    deep = modelzoo.deep_mlp_torchscript(str(models))
+    root = str(tmp_path_factory.mktemp("repo"))
+    service.cli("repo", "add", "deep", "v1", deep, "--source", "uploaded", "--repo", root)
+    for n in range(1, 9):
+        service.cli("repo", "add", "cnn", f"v{n}", cnn, "--source", "uploaded", "--repo", root)
+    return root
+
+
+def _building_task_pid(out: str, timeout: float = 240) -> tuple[int, str]:
+    """The pid owning a staging folder once an engine build has started in it (the folder's
+    name records its process), and that folder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for candidates in glob.glob(os.path.join(out, ".partial-*", "work", "candidates", "*")):
+            staging = candidates.split(os.sep + "work" + os.sep)[0]
+            return int(os.path.basename(staging).split("~")[1].split("-")[0]), staging
+        time.sleep(0.01)
+    raise AssertionError(f"no engine build started under {out}")
+
+
+def test_task_killed_mid_build_ends_failed_and_retries_clean(service, repo, tmp_path):
+    out = str(tmp_path / "out")
+    service.cli("optimize", "deep@v1", "-t", "input_0:float(1*384,8*384)", *FAST, "--repo", repo,
+                "--output", out, "--name", "killed", "--submit")
+    pid, staging = _building_task_pid(out)
+    os.kill(pid, signal.SIGKILL)
+    rows = service.wait_for(["killed"], timeout=120)
+    assert rows["killed"]["state"] == "failed"  # crashed, not left "accelerating"
+    show = json.loads(service.cli("tasks", "show", "killed", "--json").stdout)
+    assert show["state"] == "failed"
+    assert os.listdir(out) == [os.path.basename(staging)]  # only the dead task's staging folder, no result
+
+    retried = json.loads(service.cli("tasks", "retry", "killed", "--json").stdout)[0]["name"]
+    rows = service.wait_for([retried], timeout=300)
+    assert rows[retried]["state"] == "accelerated"
+    assert sorted(os.listdir(out)) == [retried.replace("#", "-")]  # the leftover went with the retry
+    report = json.load(open(os.path.join(out, retried, "report.json")))
+    assert report["accuracy"]["passed"] and report["speedup"] > 0
+
+
+def test_eight_tasks_at_once_under_a_limit_of_two(service, repo, tmp_path):
+    out = str(tmp_path / "out")
+    refs = "cnn@" + ",".join(f"v{n}" for n in range(1, 9))
+    submitted = json.loads(service.cli("optimize", refs, *CNN_INFO, *FAST, "--repo", repo, "--output", out,
+                                       "--name", "load", "--submit", "--json").stdout)
+    names = [t["name"] for t in submitted]
+    assert len(names) == 8
+    list_seconds, running_counts = [], []
+    deadline = time.monotonic() + 900
+    while True:
+        started = time.monotonic()
+        rows = service.tasks()  # `accelflow tasks list --json`, a new CLI process each time
+        list_seconds.append(time.monotonic() - started)
+        running_counts.append(sum(rows[n]["state"] == "accelerating" for n in names if n in rows))
+        if all(rows[n]["state"] in ("accelerated", "failed", "stopped") for n in names):
+            break
+        assert time.monotonic() < deadline, rows
+    assert all(rows[n]["state"] == "accelerated" for n in names), rows
+    assert max(running_counts) <= 2 and max(running_counts) == 2
+    assert max(list_seconds) < 2.0, f"tasks list took up to {max(list_seconds):.2f} s: {list_seconds}"
+    for name in names:
+        report = json.load(open(os.path.join(out, name.replace("#", "-"), "report.json")))
+        assert report["task_name"] == name and report["accuracy"]["passed"]
+        assert report["version"] == f"v{name.split('-v')[1].split('#')[0]}"
+    print(f"tasks list: {len(list_seconds)} calls, max {max(list_seconds):.2f} s, "
+          f"median {sorted(list_seconds)[len(list_seconds) // 2]:.2f} s")
