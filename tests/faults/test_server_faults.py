@@ -12,18 +12,10 @@ import time
 import pytest
 
 from tests import modelzoo
-from tests.flows.test_server import Service
+from tests.flows.test_server import service  # noqa: F401 - this module's own `accelflow server`
 
 FAST = ["--draws", "1", "--bench-seconds", "0.3"]
 CNN_INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, s3_server):
-    svc = Service(str(tmp_path_factory.mktemp("prefect-home")), s3_server.endpoint_url)
-    yield svc
-    if svc.process.poll() is None:
-        svc.stop()
 
 
 @pytest.fixture(scope="module")
