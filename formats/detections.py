@@ -1,0 +1,196 @@
+"""What MMDetection and Detectron2 detectors share: their detections, and judging them.
+
+A detector's accuracy is judged on its detections, not on raw tensors: per image the
+original's and the optimized model's detections are matched one to one (same label, IoU at
+least `min_iou`, greedily in descending score order), and three figures are kept, worst case
+over all accuracy draws:
+
+    matched share  2 * matched / (original count + optimized count)   (1.0 when both are empty)
+    score diff     max |score_original - score_optimized| over matched pairs
+    box diff       max |coordinate difference| over matched pairs, in pixels
+
+A detection whose score lies within `score_margin` of the detector's own score threshold may
+appear on one side only (the precision change moves it across the threshold); such
+detections are left out of the share. Thresholds per level are in TOLERANCES (docs/detectors.md).
+
+The output of a detector, for every framework, is one dict per image: `bboxes` (N, 4) float
+x1 y1 x2 y2 in input pixels, `scores` (N,), `labels` (N,) int64, and `masks` (N, H, W) bool
+where the model has a mask head. Flat order: image by image, keys in that order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reports.results import Accuracy, OutputAccuracy
+
+KEYS = ("bboxes", "scores", "labels", "masks")
+
+TOLERANCES = {
+    # Same precision, another engine: only float summation order differs.
+    "lossless": {"min_iou": 0.5, "min_matched": 0.98, "max_score_diff": 1e-3, "max_box_diff": 0.5, "score_margin": 1e-3},
+    # BF16/FP16 inference: near-tied boxes may swap in NMS, scores move by ~1e-2.
+    "fp16": {"min_iou": 0.5, "min_matched": 0.80, "max_score_diff": 0.05, "max_box_diff": 8.0, "score_margin": 0.02},
+    "qat": {"min_iou": 0.5, "min_matched": 0.80, "max_score_diff": 0.05, "max_box_diff": 8.0, "score_margin": 0.02},
+}
+
+
+def tolerances(gate: str, overrides: dict | None = None) -> dict[str, float]:
+    merged = dict(TOLERANCES[gate])
+    merged.update({k: float(v) for k, v in (overrides or {}).items() if v is not None and k in merged})
+    return merged
+
+
+def output_structure(images: int, masks: bool) -> dict:
+    """The ModelIO-style structure of `images` per-image detection dicts."""
+    keys = KEYS if masks else KEYS[:3]
+    items, index = [], 0
+    for _ in range(images):
+        entry = {}
+        for key in keys:
+            entry[key] = {"kind": "tensor", "index": index}
+            index += 1
+        items.append({"kind": "dict", "items": entry})
+    return {"kind": "list", "items": items}
+
+
+def flat(per_image: list[dict]) -> list[np.ndarray]:
+    """Per-image detection dicts -> the flat list of arrays (image by image, KEYS order)."""
+    arrays = []
+    for det in per_image:
+        arrays.extend(np.asarray(det[k]) for k in KEYS if k in det)
+    return arrays
+
+
+def per_image(arrays: list[np.ndarray], structure: dict) -> list[dict]:
+    from formats.modelio import rebuild
+
+    return rebuild(structure, list(arrays))
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64).reshape(-1, 4), b.astype(np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def match(ref: dict, got: dict, min_iou: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one pairs (ref index, got index): same label, IoU >= min_iou, by score."""
+    ious = iou_matrix(ref["bboxes"], got["bboxes"])
+    if ious.size:
+        ious[np.asarray(ref["labels"]).reshape(-1, 1) != np.asarray(got["labels"]).reshape(1, -1)] = 0.0
+    pairs, taken = [], set()
+    for i in np.argsort(-np.asarray(ref["scores"], dtype=np.float64), kind="stable"):
+        if not ious.shape[1]:
+            break
+        row = ious[i].copy()
+        row[list(taken)] = -1.0
+        j = int(np.argmax(row))
+        if row[j] >= min_iou:
+            pairs.append((int(i), j))
+            taken.add(j)
+    return pairs
+
+
+def compare_image(ref: dict, got: dict, tol: dict, score_floor: float) -> dict[str, float]:
+    """Counts and worst differences for one image's detections."""
+    pairs = match(ref, got, tol["min_iou"])
+    border = score_floor + tol["score_margin"]
+    ri = {i for i, _ in pairs}
+    gi = {j for _, j in pairs}
+    ref_scores, got_scores = np.asarray(ref["scores"]), np.asarray(got["scores"])
+    lone = sum(1 for i in range(len(ref_scores)) if i not in ri and ref_scores[i] > border)
+    lone += sum(1 for j in range(len(got_scores)) if j not in gi and got_scores[j] > border)
+    score_diff = max((abs(float(ref_scores[i]) - float(got_scores[j])) for i, j in pairs), default=0.0)
+    box_diff = max((float(np.abs(np.asarray(ref["bboxes"][i], np.float64) - np.asarray(got["bboxes"][j], np.float64)).max())
+                    for i, j in pairs), default=0.0)
+    return {"matched": 2 * len(pairs), "counted": 2 * len(pairs) + lone, "score_diff": score_diff,
+            "box_diff": box_diff, "scale": float(np.abs(np.asarray(ref["bboxes"])).max(initial=0.0))}
+
+
+def compare(reference: list[list[np.ndarray]], optimized: list[list[np.ndarray]], structure: dict,
+            tol: dict[str, float], score_floor: float = 0.0) -> Accuracy:
+    """Detections of every draw matched; one OutputAccuracy, named "detections", for them all.
+
+    The report's generic fields carry the detection figures: max_abs_diff = box diff (px),
+    max_rel_diff = score diff, cosine_similarity = matched share, mismatch_share = 1 - share.
+    """
+    figures = [compare_image(r, g, tol, score_floor)
+               for ref_arrays, got_arrays in zip(reference, optimized)
+               for r, g in zip(per_image(ref_arrays, structure), per_image(got_arrays, structure))]
+    matched = sum(f["matched"] for f in figures)
+    counted = sum(f["counted"] for f in figures)
+    share = matched / counted if counted else 1.0
+    score_diff = max((f["score_diff"] for f in figures), default=0.0)
+    box_diff = max((f["box_diff"] for f in figures), default=0.0)
+    scale = max((f["scale"] for f in figures), default=0.0)
+    reasons = []
+    if share < tol["min_matched"]:
+        reasons.append(f"detections: {share:.1%} matched (required >= {tol['min_matched']:.0%})")
+    if score_diff > tol["max_score_diff"]:
+        reasons.append(f"detections: score diff {score_diff:.3g} (allowed {tol['max_score_diff']:.3g})")
+    if box_diff > tol["max_box_diff"]:
+        reasons.append(f"detections: box diff {box_diff:.3g} px (allowed {tol['max_box_diff']:.3g})")
+    output = OutputAccuracy("detections", box_diff, score_diff, share, scale, dict(tol), not reasons, 1.0 - share)
+    return Accuracy(passed=not reasons, draws=len(reference), outputs=[output], reason="; ".join(reasons))
+
+
+class DetectionCandidate:
+    """An engine's runner followed by the framework's post-processing: the optimized detector.
+
+    The timed `run` is the whole inference (engine call + post-processing), as the baseline's.
+    """
+
+    def __init__(self, engine_runner, postprocess, label_suffix: str):
+        self.engine = engine_runner
+        self.postprocess = postprocess  # (raw engine outputs list, input arrays) -> per-image dicts
+        self.label = f"{engine_runner.label} + {label_suffix}"
+
+    def prepare(self, arrays):
+        return self.engine.prepare(arrays), [np.asarray(a) for a in arrays]
+
+    def run(self, feed):
+        engine_feed, arrays = feed
+        return self.postprocess(self.engine.outputs(self.engine.run(engine_feed)), arrays)
+
+    def outputs(self, raw) -> list[np.ndarray]:
+        return flat(raw)
+
+
+def synthetic_image(shape, rng: np.random.Generator) -> np.ndarray:
+    """A CHW image of pixel values 0..255: a smooth background with filled rectangles and
+    ellipses of random colours, and a little noise (something for a detector to respond to)."""
+    c, h, w = (int(s) for s in shape)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    image = np.empty((c, h, w), np.float32)
+    for ch in range(c):
+        a, b = rng.uniform(-0.3, 0.3, 2)
+        image[ch] = 128 + 60 * np.sin(a * yy / 8 + b * xx / 8 + rng.uniform(0, 6.28))
+    for _ in range(int(rng.integers(3, 9))):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        bh, bw = rng.integers(h // 10 + 1, h // 2 + 2), rng.integers(w // 10 + 1, w // 2 + 2)
+        colour = rng.uniform(0, 255, (c, 1))
+        if rng.random() < 0.5:
+            inside = (yy >= y0) & (yy < y0 + bh) & (xx >= x0) & (xx < x0 + bw)
+        else:
+            inside = ((yy - y0) / (bh / 2)) ** 2 + ((xx - x0) / (bw / 2)) ** 2 <= 1.0
+        image[:, inside] = colour
+    image += rng.normal(0, 4, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255)
+
+
+def image_draws(spec, per_shape: int, seed: int = 0) -> list[tuple[str, list[np.ndarray]]]:
+    """(shape point label, flat inputs) draws of synthetic images at every declared shape point."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for point in spec.shape_points():
+        for _ in range(per_shape):
+            arrays = [synthetic_image(point.shapes[leaf.name], rng).astype(leaf.dtype if leaf.dtype != "bfloat16" else np.float32)
+                      for leaf in spec.leaves]
+            draws.append((point.label, arrays))
+    return draws

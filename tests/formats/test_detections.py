@@ -1,0 +1,74 @@
+"""Detections judged by IoU matching (formats/detections.py): no framework needed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from formats import detections
+
+STRUCTURE = detections.output_structure(1, masks=False)
+TOL = detections.tolerances("fp16")
+
+
+def _det(boxes, scores, labels):
+    return [np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32), np.asarray(labels, np.int64)]
+
+
+def test_structure_and_flat_round_trip():
+    structure = detections.output_structure(2, masks=True)
+    dets = [{"bboxes": np.zeros((1, 4)), "scores": np.ones(1), "labels": np.zeros(1, np.int64),
+             "masks": np.zeros((1, 2, 2), bool)}] * 2
+    arrays = detections.flat(dets)
+    assert len(arrays) == 8
+    back = detections.per_image(arrays, structure)
+    assert list(back[1]) == ["bboxes", "scores", "labels", "masks"]
+
+
+def test_identical_detections_match_fully():
+    ref = _det([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.5], [1, 2])
+    acc = detections.compare([ref], [ref], STRUCTURE, TOL)
+    out = acc.outputs[0]
+    assert acc.passed and out.cosine_similarity == 1.0 and out.max_abs_diff == 0.0 and out.mismatch_share == 0.0
+
+
+def test_order_and_small_moves_are_matched_and_measured():
+    ref = _det([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.5], [1, 2])
+    got = _det([[20, 21, 40, 40], [0, 0, 10, 11.5]], [0.49, 0.91], [2, 1])
+    acc = detections.compare([ref], [got], STRUCTURE, TOL)
+    out = acc.outputs[0]
+    assert acc.passed and out.cosine_similarity == 1.0
+    assert abs(out.max_abs_diff - 1.5) < 1e-6 and abs(out.max_rel_diff - 0.01) < 1e-6
+
+
+def test_wrong_label_or_far_box_is_unmatched_and_fails():
+    ref = _det([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.5], [1, 2])
+    got = _det([[0, 0, 10, 10], [60, 60, 80, 80]], [0.9, 0.5], [3, 2])
+    acc = detections.compare([ref], [got], STRUCTURE, TOL)
+    assert not acc.passed and acc.outputs[0].cosine_similarity == 0.0 and "matched" in acc.reason
+
+
+def test_score_and_box_limits_per_level():
+    ref = _det([[0, 0, 10, 10]], [0.9], [1])
+    got = _det([[0, 0, 10, 12]], [0.8], [1])
+    assert detections.compare([ref], [got], STRUCTURE, detections.tolerances("fp16")).passed is False  # score 0.1
+    lossless = detections.compare([ref], [ref], STRUCTURE, detections.tolerances("lossless"))
+    assert lossless.passed
+    moved = detections.compare([ref], [got], STRUCTURE, detections.tolerances("lossless"))
+    assert not moved.passed and "box diff" in moved.reason and "score diff" in moved.reason
+
+
+def test_detections_at_the_score_threshold_may_appear_on_one_side_only():
+    ref = _det([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.055], [1, 1])
+    got = _det([[0, 0, 10, 10]], [0.9], [1])
+    assert detections.compare([ref], [got], STRUCTURE, TOL, score_floor=0.05).passed
+    assert not detections.compare([ref], [got], STRUCTURE, TOL, score_floor=0.0).passed
+
+
+def test_empty_on_both_sides_passes():
+    empty = _det(np.zeros((0, 4)), [], [])
+    assert detections.compare([empty], [empty], STRUCTURE, TOL).passed
+
+
+def test_overrides_apply_to_detection_keys_only():
+    tol = detections.tolerances("fp16", {"min_matched": 0.5, "rtol": 1.0})
+    assert tol["min_matched"] == 0.5 and "rtol" not in tol
