@@ -29,7 +29,7 @@ SEED = 0
 # Lowest image PSNR (dB, images in [0, 1]) per level; measured figures in docs/diffusers.md.
 MIN_PSNR_DB = {"lossless": 58.0, "fp16": 30.0}
 PSNR_CAP_DB = 100.0  # identical images: an infinite PSNR, reported as this
-MIN_ROUNDS, MAX_ROUNDS = 3, 50
+MIN_ROUNDS, MAX_ROUNDS = 5, 50
 NETWORKS = ("text_encoder", "unet", "vae_decoder")
 
 
