@@ -1,0 +1,266 @@
+"""MMDetection detectors: a config file (.py, detected by content) and its checkpoint (.pth).
+
+The model file is the config; its checkpoint is the one PyTorch checkpoint beside it (or the
+one named like it). Input structure: the framework's own `inputs` list of CHW images in BGR
+pixel values, as `model.test_step({"inputs": [...], ...})` takes them:
+
+    inputs[0]:float(3*320*320,3*800*1333)
+
+The image is taken at the size given (no resize: declare the sizes the model serves at).
+
+What goes to ONNX: the data preprocessor (BGR->RGB, mean/std, zero padding to the size
+divisor, all in the graph, dynamic sizes) + backbone + neck, i.e. everything that scales
+with the image. Box decoding, NMS and the RoI heads run after the engine as a documented
+post-processing step, in PyTorch with MMDetection's own head code on the engine's features
+(`model.predict` with `extract_feat` answered by the engine): mmdet's NMS and RoIAlign are
+mmcv ops without an ONNX export in mmcv 2.x. The result, original or optimized, is one dict
+per image: bboxes, scores, labels (and masks for a mask head), see formats/detections.py.
+
+Security: an MMDetection config is Python that mmengine executes when it reads it; only
+optimize configs you trust. The checkpoint is read with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+
+import numpy as np
+
+from formats import detections
+from formats.errors import ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
+from formats.modelio import ModelIO, flat_structure, unique_onnx_names
+
+NAME = "mmdet"
+ACCURACY = "detections"  # tasks/verify.py judges detections (formats/detections.py), not tensors
+DEFAULT_OPSET = 17
+_MAX_CONFIG_BYTES = 2_000_000
+_MODEL_LINE = re.compile(r"^model\s*=\s*dict\(", re.M)
+
+
+def detect(path: str) -> bool:
+    """A Python config assigning `model = dict(type=...)`, as MMDetection configs do."""
+    if not os.path.isfile(path) or os.path.getsize(path) > _MAX_CONFIG_BYTES:
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (UnicodeDecodeError, OSError):
+        return False
+    return bool(_MODEL_LINE.search(text)) and "type=" in text.replace(" ", "")
+
+
+def checkpoint_for(config: str) -> str:
+    return detections.checkpoint_for(config, "MMDetection")
+
+
+def import_mmdet():
+    try:
+        import mmdet  # noqa: F401  (imports mmcv.ops: needs mmcv built with its ops)
+        from mmdet.utils import register_all_modules
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"MMDetection models need mmdet, mmengine and mmcv with its compiled ops ({first_line(exc)}): "
+            'pip install -e ".[mmdet]" after building mmcv (see README, "MMDetection").'
+        ) from exc
+    register_all_modules(init_default_scope=True)
+
+
+def load(path: str):
+    """The detector built from the config, weights from its checkpoint, in eval mode on the CPU."""
+    import_mmdet()
+    import torch
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+
+    checkpoint = checkpoint_for(path)
+    try:
+        with _quiet():
+            cfg = Config.fromfile(path)
+            model = MODELS.build(cfg.model)
+    except Exception as exc:
+        raise UnsupportedFormatError(f"{path}: MMDetection could not build the model of this config: {first_line(exc)}") from exc
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UnsupportedFormatError(
+            f"{checkpoint} could not be read as plain weights ({first_line(exc)}); accelflow loads "
+            "checkpoints with weights_only=True: save {'state_dict': model.state_dict()} only."
+        ) from exc
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelMismatchError(f"{checkpoint} does not fit the model of {path}: {first_line(exc)}") from exc
+    model.cfg = cfg
+    return model.eval()
+
+
+def check_spec(spec) -> None:
+    leaves = spec.leaves
+    if spec.root != "kwargs" or len(leaves) != 1 or leaves[0].name != "inputs[0]" or leaves[0].shape.rank != 3:
+        raise ModelMismatchError(
+            "an MMDetection model takes one image per call: give tensor information "
+            "inputs[0]:float(3*H*W) (or a range of sizes, e.g. inputs[0]:float(3*320*320,3*800*1333)), "
+            f"not {', '.join(l.name for l in leaves)}."
+        )
+
+
+def _sample(image_shape, pad: int | None = None):
+    from mmdet.structures import DetDataSample
+
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    meta = {"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0)}
+    if pad:
+        padded = (-(-h // pad) * pad, -(-w // pad) * pad)
+        meta.update(pad_shape=padded, batch_input_shape=padded)
+    return DetDataSample(metainfo=meta)
+
+
+def _instances(sample) -> dict:
+    pred = sample.pred_instances
+    out = {"bboxes": pred.bboxes.detach().float().numpy(), "scores": pred.scores.detach().float().numpy(),
+           "labels": pred.labels.detach().long().numpy()}
+    if "masks" in pred:
+        out["masks"] = pred.masks.detach().cpu().numpy().astype(bool)
+    return out
+
+
+class MMDetBaseline:
+    """The original detector in MMDetection: `model.test_step` (data preprocessor, predict)."""
+
+    def __init__(self, path: str, spec, io: ModelIO, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = load(path)
+        self.label = f"mmdet {_version()} (torch {torch.__version__})"
+
+    def prepare(self, arrays):
+        image = self.torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
+        return {"inputs": [image], "data_samples": [_sample(image.shape)]}
+
+    def run(self, feed):
+        with self.torch.no_grad(), _quiet():
+            return self.model.test_step(feed)
+
+    def outputs(self, raw):
+        return detections.flat([_instances(s) for s in raw])
+
+
+def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> MMDetBaseline:
+    return MMDetBaseline(path, spec, io, threads)
+
+
+_POSTPROCESSORS: dict[str, object] = {}
+
+
+def candidate_runner(engine_runner, model_file: str, io: dict, threads: int):
+    """The engine's runner followed by MMDetection's heads on its features (idempotent)."""
+    if isinstance(engine_runner, detections.DetectionCandidate):
+        return engine_runner
+    import torch
+
+    torch.set_num_threads(threads)
+    if model_file not in _POSTPROCESSORS:
+        _POSTPROCESSORS[model_file] = load(model_file)
+    model = _POSTPROCESSORS[model_file]
+    divisor = int(getattr(model.data_preprocessor, "pad_size_divisor", 1))
+
+    def postprocess(features, arrays):
+        feats = tuple(torch.from_numpy(np.asarray(f, dtype=np.float32)) for f in features)
+        samples = [_sample(arrays[0].shape, divisor)]
+        return [_instances(s) for s in predict_from_features(model, feats, samples)]
+
+    return detections.DetectionCandidate(engine_runner, postprocess, "mmdet heads/NMS (torch)")
+
+
+def predict_from_features(model, feats, samples):
+    """`model.predict` with the backbone and neck answered by `feats` (the engine's outputs)."""
+    import torch
+
+    model.extract_feat = lambda _inputs: feats
+    try:
+        with torch.no_grad(), _quiet():
+            return model.predict(None, samples, rescale=True)
+    finally:
+        del model.extract_feat
+
+
+def _feature_graph(model):
+    """preprocess (in graph) + backbone + neck, as one nn.Module taking one CHW BGR image."""
+    import torch
+    import torch.nn.functional as F
+
+    pre = model.data_preprocessor  # its batch_augments apply in training only
+
+    class _Features(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.divisor = int(getattr(pre, "pad_size_divisor", 1))
+            self.pad_value = float(getattr(pre, "pad_value", 0))
+
+        def forward(self, image):
+            x = image.unsqueeze(0).float()
+            if getattr(pre, "_channel_conversion", False):
+                x = x[:, [2, 1, 0], ...]
+            if getattr(pre, "_enable_normalize", False):
+                x = (x - pre.mean.view(1, -1, 1, 1)) / pre.std.view(1, -1, 1, 1)
+            h, w = x.shape[-2], x.shape[-1]
+            d = self.divisor
+            x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d), value=self.pad_value)
+            return tuple(self.model.extract_feat(x))
+
+    return _Features().eval()
+
+
+def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]:
+    import torch
+
+    check_spec(spec)
+    model = load(path)
+    graph = _feature_graph(model)
+    image = torch.from_numpy(np.ascontiguousarray(example[0], dtype=np.float32))
+    with torch.no_grad(), _quiet():
+        features = graph(image)
+        masks = "masks" in _instances(model.test_step({"inputs": [image], "data_samples": [_sample(image.shape)]})[0])
+    input_names = unique_onnx_names([spec.leaves[0].name])
+    output_names = [f"feature_{i}" for i in range(len(features))]
+    axes = {input_names[0]: {a: f"{input_names[0]}_dim{a}" for a in spec.leaves[0].shape.dynamic_axes}}
+    onnx_path = os.path.join(out_dir, "model.onnx")
+    try:
+        with torch.no_grad(), _quiet():
+            traced = torch.jit.trace(graph, (image,), check_trace=False, strict=False)
+            torch.onnx.export(traced, (image,), onnx_path, input_names=input_names, output_names=output_names,
+                              dynamic_axes=axes, opset_version=DEFAULT_OPSET, do_constant_folding=True, dynamo=False)
+    except Exception as exc:
+        raise ConversionError(f"exporting the MMDetection backbone and neck to ONNX failed: {first_line(exc)}") from exc
+    source = {"detector": NAME, "postprocess": "mmdet heads, box decoding and NMS in torch",
+              "config": os.path.abspath(path), "checkpoint": os.path.abspath(checkpoint_for(path)),
+              "score_thr": score_threshold(model.cfg), "detections_structure": detections.output_structure(1, masks)}
+    # The engine's own outputs are the FPN features; the detections come after post-processing.
+    return onnx_path, ModelIO(input_names, output_names, flat_structure(len(output_names)), source)
+
+
+def score_threshold(cfg) -> float:
+    """The detector's own final score threshold (RoI head's for two-stage detectors)."""
+    test_cfg = cfg.model.get("test_cfg") or {}
+    final = test_cfg.get("rcnn", test_cfg) or {}
+    return float(final.get("score_thr", 0.0) or 0.0)
+
+
+def _version() -> str:
+    import mmdet
+
+    return mmdet.__version__
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -1,0 +1,131 @@
+"""MMDetection detectors (formats/mmdet_model.py): detection by content, export, post-processing,
+and the whole optimize flow, on small random-weight detectors built from mmdet's own configs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from formats import detect_format, detections, find_model_file, mmdet_model, tensor_info
+from formats.errors import UnsupportedFormatError
+
+
+def _mmdet_missing() -> str:
+    try:
+        import mmdet  # noqa: F401  (imports mmcv.ops)
+    except Exception as exc:  # ImportError, or mmcv built for another torch
+        return f"MMDetection is not installed with mmcv's compiled ops ({type(exc).__name__}: {exc}); see docs/detectors.md"
+    return ""
+
+
+MISSING = _mmdet_missing()
+needs_mmdet = pytest.mark.skipif(bool(MISSING), reason=MISSING or "installed")
+SPEC = ["inputs[0]:float(3*256*256,3*320*384)"]
+
+
+def test_config_is_detected_by_content_with_its_checkpoint(tmp_path):
+    import torch
+
+    (tmp_path / "detector.txt").write_text("_base_ = []\nmodel = dict(\n    type='FasterRCNN')\n")
+    (tmp_path / "notes.py").write_text("print('not a config')\n")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "detector.pth")
+    assert mmdet_model.detect(str(tmp_path / "detector.txt"))
+    assert not mmdet_model.detect(str(tmp_path / "notes.py"))
+    assert detect_format(str(tmp_path / "detector.txt")) is mmdet_model
+    assert find_model_file(str(tmp_path / "detector.txt")) == str(tmp_path / "detector.txt")
+    assert mmdet_model.checkpoint_for(str(tmp_path / "detector.txt")) == str(tmp_path / "detector.pth")
+
+
+def test_missing_or_ambiguous_checkpoint_is_a_clear_error(tmp_path):
+    import torch
+
+    config = tmp_path / "a.py"
+    config.write_text("model = dict(type='RetinaNet')\n")
+    with pytest.raises(UnsupportedFormatError, match="no checkpoint"):
+        mmdet_model.checkpoint_for(str(config))
+    torch.save({"w": torch.zeros(1)}, tmp_path / "x.pth")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "y.pth")
+    with pytest.raises(UnsupportedFormatError, match="several checkpoints"):
+        mmdet_model.checkpoint_for(str(config))
+    torch.save({"w": torch.zeros(1)}, tmp_path / "a.pth")
+    assert mmdet_model.checkpoint_for(str(config)) == str(tmp_path / "a.pth")
+
+
+def test_tensor_information_must_be_one_image_in_inputs():
+    mmdet_model.check_spec(tensor_info.parse(SPEC))
+    with pytest.raises(Exception, match=r"inputs\[0\]"):
+        mmdet_model.check_spec(tensor_info.parse(["input_0:float(1*3*32*32)"]))
+
+
+@pytest.fixture(scope="module")
+def detectors(tmp_path_factory):
+    if MISSING:
+        pytest.skip(MISSING)
+    from examples.make_detectors import make_mmdet
+
+    out = str(tmp_path_factory.mktemp("mmdet"))
+    return {name: make_mmdet(name, out) for name in ("retinanet-r18", "faster-rcnn-r18", "mask-rcnn-r18")}
+
+
+class _Ort:
+    """A minimal engine runner over ONNX Runtime (the flow uses engines/)."""
+
+    def __init__(self, onnx_path, io):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        self.io, self.label = io, "ort"
+
+    def prepare(self, arrays):
+        return {n: a.astype(np.float32) for n, a in zip(self.io.input_names, arrays)}
+
+    def run(self, feed):
+        return self.session.run(self.io.output_names, feed)
+
+    def outputs(self, raw):
+        return list(raw)
+
+
+@needs_mmdet
+@pytest.mark.parametrize("name", ["retinanet-r18", "faster-rcnn-r18", "mask-rcnn-r18"])
+def test_exported_features_plus_heads_give_the_original_detections(detectors, name, tmp_path):
+    from formats.runner import run_arrays
+
+    spec = tensor_info.parse(SPEC)
+    config = detectors[name]
+    onnx_path, io = mmdet_model.to_onnx(config, spec, str(tmp_path), [np.zeros((3, 288, 320), np.float32)])
+    base = mmdet_model.baseline_runner(config, spec, io, 2)
+    optimized = mmdet_model.candidate_runner(_Ort(onnx_path, io), config, io.to_dict(), 2)
+    assert mmdet_model.candidate_runner(optimized, config, io.to_dict(), 2) is optimized
+    structure = io.source["detections_structure"]
+    refs, gots = [], []
+    for label, arrays in detections.image_draws(spec, 1):
+        refs.append(run_arrays(base, arrays))
+        gots.append(run_arrays(optimized, arrays))
+    found = detections.per_image(refs[0], structure)[0]
+    assert len(found["scores"]) > 0, "the test detector finds nothing: nothing was compared"
+    assert ("masks" in found) == (name == "mask-rcnn-r18")
+    accuracy = detections.compare(refs, gots, structure, detections.tolerances("lossless"), io.source["score_thr"])
+    assert accuracy.passed, accuracy.reason
+    assert accuracy.outputs[0].cosine_similarity >= 0.98
+
+
+@needs_mmdet
+@pytest.mark.parametrize("level", ["lossless", "fp16"])
+def test_optimize_flow_on_faster_rcnn(prefect_server, detectors, level, tmp_path):
+    from flows.optimize import optimize
+    from flows.request import OptimizeRequest
+
+    request = OptimizeRequest(model=os.path.dirname(detectors["faster-rcnn-r18"]), tensor_info=SPEC,
+                              output=str(tmp_path / "out"), level=level, draws=1, bench_seconds=0.5)
+    result = optimize.with_options(flow_run_name="mmdet")(request=request)
+    report = json.load(open(result["report_json"]))
+    assert report["format"] == "mmdet" and report["accuracy"]["passed"]
+    output = report["accuracy"]["outputs"][0]
+    assert output["output"] == "detections" and output["cosine_similarity"] >= output["tolerance"]["min_matched"]
+    assert set(report["baseline"]) == {"min", "mid", "max"} and report["speedup"] > 0
+    accurate = [c for c in report["candidates"] if c.get("accuracy", {}).get("passed")]
+    assert accurate
