@@ -194,3 +194,28 @@ def image_draws(spec, per_shape: int, seed: int = 0) -> list[tuple[str, list[np.
                       for leaf in spec.leaves]
             draws.append((point.label, arrays))
     return draws
+
+
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+
+
+def checkpoint_for(config: str, framework: str) -> str:
+    """The checkpoint of a detector config: the one PyTorch checkpoint beside it, or the one
+    named like it (`faster_rcnn.py` + `faster_rcnn.pth`) when there are several."""
+    import os
+
+    from formats import pytorch_checkpoint
+    from formats.errors import UnsupportedFormatError
+
+    folder = os.path.dirname(os.path.abspath(config))
+    found = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                   if n.endswith(_CHECKPOINT_SUFFIXES) and pytorch_checkpoint.detect(os.path.join(folder, n)))
+    stem = os.path.splitext(os.path.basename(config))[0]
+    named = [p for p in found if os.path.splitext(os.path.basename(p))[0] == stem]
+    if len(named) == 1 or len(found) == 1:
+        return (named or found)[0]
+    what = "no checkpoint" if not found else f"several checkpoints ({', '.join(map(os.path.basename, found))})"
+    raise UnsupportedFormatError(
+        f"the {framework} config {config} has {what} beside it. Put its checkpoint (.pth) in the "
+        f"same folder, named like the config ({stem}.pth) when there are several."
+    )
