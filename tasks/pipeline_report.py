@@ -44,7 +44,7 @@ def assemble(task_name: str, request, fetched, components: list[ComponentReport]
         optimized={p.shape_point: p.benchmark.optimized for p in points},
         accuracy=_accuracy(components, pipeline), candidates=[], tensor_info=list(request.tensor_info),
         build_seconds=sum(c.build_seconds for comp in components for c in comp.candidates),
-        timings=timings, library_versions=_versions(), machine=machine_info(),
+        timings=timings, library_versions=library_versions(), machine=machine_info(),
         settings=dict(request.model_dump(exclude={"submitted_at"}), model_file=fetched.model_file, model_home=fetched.home),
         notes=notes + _component_notes(request.level, components),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -77,15 +77,6 @@ def _accuracy(components: list[ComponentReport], pipeline: PipelineReport) -> Ac
 def _component_notes(level: str, components: list[ComponentReport]) -> list[str]:
     return [f"{c.name}: {note}" for c in components
             for note in model_report._notes(level, c.candidates, next(x for x in c.candidates if x.selected))]
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    versions = library_versions()
-    for name in ("diffusers", "transformers"):
-        versions[name] = importlib.metadata.version(name)
-    return versions
 
 
 # ---------------------------------------------------------------- result folder
