@@ -56,7 +56,7 @@ def optimize_pipeline_into(request, fetched, output: str, staging: str, progress
     with progress.step("report"):
         components = [pipeline_report.component_report(s, converted[s.name], candidates[s.name],
                                                        next(c for c in candidates[s.name] if c.selected)) for s in specs]
-        settings = pipeline_e2e.Settings()
+        settings = _settings(request)
         summary = PipelineReport(type(pipeline.original(path)).__name__, settings.prompt, settings.steps,
                                  settings.guidance_scale, settings.seed, points)
         timings = dict(progress.timings, **_overheads(request, progress))
@@ -65,6 +65,11 @@ def optimize_pipeline_into(request, fetched, output: str, staging: str, progress
         result = _package(request, fetched, specs, chosen, converted, report, staging, output)
     _publish(report, result)
     return result
+
+
+def _settings(request) -> pipeline_e2e.Settings:
+    return pipeline_e2e.Settings(prompt=request.prompt or pipeline_e2e.PROMPT, steps=request.steps,
+                                 guidance_scale=request.guidance)
 
 
 def _verify(request, path, spec, converted, built, threads) -> dict:
@@ -91,7 +96,7 @@ def _benchmark_and_choose(request, path, specs, converted, built, accuracies, th
 
 def _end_to_end(request, path, lines, specs, converted, built, candidates, chosen, threads, progress):
     """The image check, then the timing per image."""
-    settings = pipeline_e2e.Settings()
+    settings = _settings(request)
     optimized, points, notes = _same_image(request, path, lines, specs, converted, built, candidates, chosen,
                                            threads, progress, settings)
     pipeline_e2e.time_pipelines(path, optimized, points, request.bench_seconds, settings)

@@ -106,8 +106,10 @@ def test_the_result_folder_is_a_pipeline_folder_with_one_model_per_network(fp16_
 
 def test_lossless_with_a_dynamic_batch(prefect_server, tiny_sd, tmp_path):
     result = _run(model=tiny_sd, tensor_info=["image:float(1*3*32*32,2*3*32*32)"], output=str(tmp_path),
-                  name="sd-lossless", level="lossless")
+                  name="sd-lossless", level="lossless", steps=6, prompt="a blue cube", guidance=5.0)
     report = json.load(open(result["report_json"]))
+    settings = {k: report["pipeline"][k] for k in ("steps", "prompt", "guidance_scale")}
+    assert settings == {"steps": 6, "prompt": "a blue cube", "guidance_scale": 5.0}
     points = report["pipeline"]["points"]
     assert [p["shapes"]["image"][0] for p in points] == [1, 2]  # min and max (mid is min again)
     assert all(p["psnr_db"] >= MIN_PSNR_DB["lossless"] for p in points)
