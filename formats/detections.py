@@ -9,9 +9,10 @@ over all accuracy draws:
     score diff     max |score_original - score_optimized| over matched pairs
     box diff       max |coordinate difference| over matched pairs, in pixels
 
-A detection whose score lies within `score_margin` of the detector's own score threshold may
-appear on one side only (the precision change moves it across the threshold); such
-detections are left out of the share. Thresholds per level are in TOLERANCES (docs/detectors.md).
+A detection whose score lies within `score_margin` of the detector's own score threshold, or
+of the other side's lowest score where that side was cut at the detector's maximum number of
+detections, may appear on one side only (near-ties at the cut, or a precision change moving
+it across the threshold); such detections are left out of the share. Thresholds per level are in TOLERANCES (docs/detectors.md).
 
 The output of a detector, for every framework, is one dict per image: `bboxes` (N, 4) float
 x1 y1 x2 y2 in input pixels, `scores` (N,), `labels` (N,) int64, and `masks` (N, H, W) bool
@@ -97,15 +98,25 @@ def match(ref: dict, got: dict, min_iou: float) -> list[tuple[int, int]]:
     return pairs
 
 
-def compare_image(ref: dict, got: dict, tol: dict, score_floor: float) -> dict[str, float]:
+def _border(other_scores: np.ndarray, score_floor: float, max_detections: int | None) -> float:
+    """The score at or below which a detection may be missing on the other side: the detector's
+    threshold, or the other side's lowest score where it was cut at max_detections."""
+    if max_detections and len(other_scores) >= max_detections:
+        return max(score_floor, float(other_scores.min()))
+    return score_floor
+
+
+def compare_image(ref: dict, got: dict, tol: dict, score_floor: float,
+                  max_detections: int | None = None) -> dict[str, float]:
     """Counts and worst differences for one image's detections."""
     pairs = match(ref, got, tol["min_iou"])
-    border = score_floor + tol["score_margin"]
     ri = {i for i, _ in pairs}
     gi = {j for _, j in pairs}
     ref_scores, got_scores = np.asarray(ref["scores"]), np.asarray(got["scores"])
-    lone = sum(1 for i in range(len(ref_scores)) if i not in ri and ref_scores[i] > border)
-    lone += sum(1 for j in range(len(got_scores)) if j not in gi and got_scores[j] > border)
+    ref_border = _border(got_scores, score_floor, max_detections) + tol["score_margin"]
+    got_border = _border(ref_scores, score_floor, max_detections) + tol["score_margin"]
+    lone = sum(1 for i in range(len(ref_scores)) if i not in ri and ref_scores[i] > ref_border)
+    lone += sum(1 for j in range(len(got_scores)) if j not in gi and got_scores[j] > got_border)
     score_diff = max((abs(float(ref_scores[i]) - float(got_scores[j])) for i, j in pairs), default=0.0)
     box_diff = max((float(np.abs(np.asarray(ref["bboxes"][i], np.float64) - np.asarray(got["bboxes"][j], np.float64)).max())
                     for i, j in pairs), default=0.0)
@@ -114,13 +125,13 @@ def compare_image(ref: dict, got: dict, tol: dict, score_floor: float) -> dict[s
 
 
 def compare(reference: list[list[np.ndarray]], optimized: list[list[np.ndarray]], structure: dict,
-            tol: dict[str, float], score_floor: float = 0.0) -> Accuracy:
+            tol: dict[str, float], score_floor: float = 0.0, max_detections: int | None = None) -> Accuracy:
     """Detections of every draw matched; one OutputAccuracy, named "detections", for them all.
 
     The report's generic fields carry the detection figures: max_abs_diff = box diff (px),
     max_rel_diff = score diff, cosine_similarity = matched share, mismatch_share = 1 - share.
     """
-    figures = [compare_image(r, g, tol, score_floor)
+    figures = [compare_image(r, g, tol, score_floor, max_detections)
                for ref_arrays, got_arrays in zip(reference, optimized)
                for r, g in zip(per_image(ref_arrays, structure), per_image(got_arrays, structure))]
     matched = sum(f["matched"] for f in figures)

@@ -241,7 +241,8 @@ def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]
         raise ConversionError(f"exporting the MMDetection backbone and neck to ONNX failed: {first_line(exc)}") from exc
     source = {"detector": NAME, "postprocess": "mmdet heads, box decoding and NMS in torch",
               "config": os.path.abspath(path), "checkpoint": os.path.abspath(checkpoint_for(path)),
-              "score_thr": score_threshold(model.cfg), "detections_structure": detections.output_structure(1, masks)}
+              "score_thr": score_threshold(model.cfg), "max_detections": max_detections(model.cfg),
+              "detections_structure": detections.output_structure(1, masks)}
     # The engine's own outputs are the FPN features; the detections come after post-processing.
     return onnx_path, ModelIO(input_names, output_names, flat_structure(len(output_names)), source)
 
@@ -251,6 +252,12 @@ def score_threshold(cfg) -> float:
     test_cfg = cfg.model.get("test_cfg") or {}
     final = test_cfg.get("rcnn", test_cfg) or {}
     return float(final.get("score_thr", 0.0) or 0.0)
+
+
+def max_detections(cfg) -> int | None:
+    test_cfg = cfg.model.get("test_cfg") or {}
+    final = test_cfg.get("rcnn", test_cfg) or {}
+    return final.get("max_per_img")
 
 
 def _version() -> str:

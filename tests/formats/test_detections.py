@@ -72,3 +72,10 @@ def test_empty_on_both_sides_passes():
 def test_overrides_apply_to_detection_keys_only():
     tol = detections.tolerances("fp16", {"min_matched": 0.5, "rtol": 1.0})
     assert tol["min_matched"] == 0.5 and "rtol" not in tol
+
+
+def test_detections_at_the_max_detections_cut_may_appear_on_one_side_only():
+    ref = _det([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.3], [1, 1])
+    got = _det([[0, 0, 10, 10], [70, 70, 80, 80]], [0.9, 0.3], [1, 1])
+    assert not detections.compare([ref], [got], STRUCTURE, TOL, 0.05).passed
+    assert detections.compare([ref], [got], STRUCTURE, TOL, 0.05, max_detections=2).passed

@@ -108,7 +108,8 @@ def test_exported_features_plus_heads_give_the_original_detections(detectors, na
     found = detections.per_image(refs[0], structure)[0]
     assert len(found["scores"]) > 0, "the test detector finds nothing: nothing was compared"
     assert ("masks" in found) == (name == "mask-rcnn-r18")
-    accuracy = detections.compare(refs, gots, structure, detections.tolerances("lossless"), io.source["score_thr"])
+    accuracy = detections.compare(refs, gots, structure, detections.tolerances("lossless"), io.source["score_thr"],
+                                  io.source["max_detections"])
     assert accuracy.passed, accuracy.reason
     assert accuracy.outputs[0].cosine_similarity >= 0.98
 
