@@ -16,12 +16,14 @@ from types import ModuleType
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from formats import (
-    diffusers_pipeline, mmdet_model, onnx_model, pytorch_checkpoint, tf_frozen_graph, tf_savedmodel, torchscript,
+    detectron2_model, diffusers_pipeline, mmdet_model, onnx_model, pytorch_checkpoint, tf_frozen_graph, tf_savedmodel,
+    torchscript,
 )
 from formats.errors import UnsupportedFormatError
 
 FORMATS: tuple[ModuleType, ...] = (
     torchscript, pytorch_checkpoint, tf_savedmodel, tf_frozen_graph, onnx_model, diffusers_pipeline, mmdet_model,
+    detectron2_model,
 )
 # Formats whose model is a whole folder; a file of theirs found in a scan stands for its folder.
 _FOLDER_FORMATS: tuple[ModuleType, ...] = (tf_savedmodel, diffusers_pipeline)

@@ -1,0 +1,257 @@
+"""Detectron2 detectors: a config file (.yaml, detected by content) and its checkpoint (.pth).
+
+Detectron2 is not on PyPI: it is supported where it is installed (docs/detectors.md says how).
+The model file is the config (merged, as `cfg.dump()` writes it, or with its `_BASE_` files
+at their relative paths); its checkpoint is the one PyTorch checkpoint beside it, read with
+torch.load(weights_only=True) ({"model": state_dict} or a plain state_dict).
+
+Input structure: the framework's own `model([{"image": CHW tensor}, ...])`, in the config's
+INPUT.FORMAT (BGR by default) pixel values, one image per call:
+
+    input_0[0][image]:float(3*320*320,3*800*1333)
+
+What goes to ONNX: normalisation and zero padding to the backbone's size divisibility (in the
+graph, dynamic sizes) + backbone with FPN. Proposal generation, RoI heads, box decoding and
+NMS run after the engine in PyTorch with Detectron2's own code (`model.inference` with
+`preprocess_image` and the backbone answered by the engine), as for MMDetection.
+Result: one dict per image, bboxes (pred_boxes), scores, labels (pred_classes), masks
+(pred_masks) where the model has a mask head (formats/detections.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+
+import numpy as np
+
+from formats import detections
+from formats.errors import ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
+from formats.modelio import ModelIO, flat_structure, unique_onnx_names
+
+NAME = "detectron2"
+ACCURACY = "detections"
+DEFAULT_OPSET = 17
+_MAX_CONFIG_BYTES = 2_000_000
+_LEAF = "input_0[0][image]"
+
+
+def detect(path: str) -> bool:
+    """A YAML config with a top-level MODEL: section and a META_ARCHITECTURE or _BASE_."""
+    if not os.path.isfile(path) or os.path.getsize(path) > _MAX_CONFIG_BYTES:
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (UnicodeDecodeError, OSError):
+        return False
+    return bool(re.search(r"^MODEL:\s*$", text, re.M)) and bool(re.search(r"^\s*(META_ARCHITECTURE|_BASE_):", text, re.M))
+
+
+def checkpoint_for(config: str) -> str:
+    return detections.checkpoint_for(config, "Detectron2")
+
+
+def import_detectron2():
+    try:
+        import detectron2  # noqa: F401
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_model
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"Detectron2 models need detectron2, which is not on PyPI ({first_line(exc)}): build it from "
+            "its source beside a torch/torchvision pair that import together (see docs/detectors.md)."
+        ) from exc
+    return get_cfg, build_model
+
+
+def load(path: str):
+    import torch
+
+    get_cfg, build_model = import_detectron2()
+    checkpoint = checkpoint_for(path)
+    try:
+        with _quiet():
+            cfg = get_cfg()
+            cfg.merge_from_file(path)
+            cfg.MODEL.DEVICE = "cpu"
+            cfg.MODEL.WEIGHTS = ""
+            model = build_model(cfg)
+    except Exception as exc:
+        raise UnsupportedFormatError(f"{path}: Detectron2 could not build the model of this config: {first_line(exc)}") from exc
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UnsupportedFormatError(
+            f"{checkpoint} could not be read as plain weights ({first_line(exc)}); accelflow loads "
+            "checkpoints with weights_only=True: save {'model': model.state_dict()} only."
+        ) from exc
+    state = state.get("model", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelMismatchError(f"{checkpoint} does not fit the model of {path}: {first_line(exc)}") from exc
+    model.cfg = cfg
+    return model.eval()
+
+
+def check_spec(spec) -> None:
+    leaves = spec.leaves
+    if spec.root != "args" or len(leaves) != 1 or leaves[0].name != _LEAF or leaves[0].shape.rank != 3:
+        raise ModelMismatchError(
+            "a Detectron2 model takes one image per call: give tensor information "
+            f"{_LEAF}:float(3*H*W) (or a range of sizes, e.g. {_LEAF}:float(3*320*320,3*800*1333)), "
+            f"not {', '.join(l.name for l in leaves)}."
+        )
+
+
+def _instances(result: dict) -> dict:
+    inst = result["instances"]
+    out = {"bboxes": inst.pred_boxes.tensor.detach().float().numpy(), "scores": inst.scores.detach().float().numpy(),
+           "labels": inst.pred_classes.detach().long().numpy()}
+    if inst.has("pred_masks"):
+        out["masks"] = inst.pred_masks.detach().numpy().astype(bool)
+    return out
+
+
+class Detectron2Baseline:
+    """The original detector in Detectron2: `model([{"image": ...}])` in eval mode."""
+
+    def __init__(self, path: str, spec, io: ModelIO, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = load(path)
+        self.label = f"detectron2 {_version()} (torch {torch.__version__})"
+
+    def prepare(self, arrays):
+        return [{"image": self.torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))}]
+
+    def run(self, feed):
+        with self.torch.no_grad(), _quiet():
+            return self.model(feed)
+
+    def outputs(self, raw):
+        return detections.flat([_instances(r) for r in raw])
+
+
+def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> Detectron2Baseline:
+    return Detectron2Baseline(path, spec, io, threads)
+
+
+_POSTPROCESSORS: dict[str, object] = {}
+
+
+def candidate_runner(engine_runner, model_file: str, io: dict, threads: int):
+    """The engine's runner followed by Detectron2's proposal and RoI heads on its features."""
+    if isinstance(engine_runner, detections.DetectionCandidate):
+        return engine_runner
+    import torch
+
+    torch.set_num_threads(threads)
+    if model_file not in _POSTPROCESSORS:
+        _POSTPROCESSORS[model_file] = load(model_file)
+    model = _POSTPROCESSORS[model_file]
+    names = io["source"]["feature_names"]
+
+    def postprocess(features, arrays):
+        feats = {n: torch.from_numpy(np.asarray(f, dtype=np.float32)) for n, f in zip(names, features)}
+        image = torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
+        return [_instances(r) for r in predict_from_features(model, feats, image)]
+
+    return detections.DetectionCandidate(engine_runner, postprocess, "detectron2 heads/NMS (torch)")
+
+
+def predict_from_features(model, feats: dict, image):
+    """`model.inference` with preprocessing and the backbone answered by the engine's `feats`."""
+    import torch
+    from detectron2.structures import ImageList
+
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    d = max(int(model.backbone.size_divisibility), 1)
+    padded = torch.empty((1, image.shape[0], -(-h // d) * d, -(-w // d) * d))  # shape only, never read
+    model.preprocess_image = lambda _inputs: ImageList(padded, [(h, w)])
+    model.backbone.forward = lambda _tensor: feats
+    try:
+        with torch.no_grad(), _quiet():
+            return model([{"image": image}])
+    finally:
+        del model.preprocess_image
+        del model.backbone.forward
+
+
+def _feature_graph(model):
+    import torch
+    import torch.nn.functional as F
+
+    class _Features(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.divisor = max(int(model.backbone.size_divisibility), 1)
+
+        def forward(self, image):
+            x = (image.float() - self.model.pixel_mean) / self.model.pixel_std
+            h, w = x.shape[-2], x.shape[-1]
+            d = self.divisor
+            x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d)).unsqueeze(0)
+            return tuple(self.model.backbone(x).values())
+
+    return _Features().eval()
+
+
+def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]:
+    import torch
+
+    check_spec(spec)
+    model = load(path)
+    graph = _feature_graph(model)
+    image = torch.from_numpy(np.ascontiguousarray(example[0], dtype=np.float32))
+    with torch.no_grad(), _quiet():
+        names = list(model.backbone(graph_input(model, image)).keys())
+        masks = "masks" in _instances(model([{"image": image}])[0])
+    input_names = unique_onnx_names([spec.leaves[0].name])
+    output_names = [f"feature_{n}" for n in names]
+    axes = {input_names[0]: {a: f"{input_names[0]}_dim{a}" for a in spec.leaves[0].shape.dynamic_axes}}
+    onnx_path = os.path.join(out_dir, "model.onnx")
+    try:
+        with torch.no_grad(), _quiet():
+            traced = torch.jit.trace(graph, (image,), check_trace=False, strict=False)
+            torch.onnx.export(traced, (image,), onnx_path, input_names=input_names, output_names=output_names,
+                              dynamic_axes=axes, opset_version=DEFAULT_OPSET, do_constant_folding=True, dynamo=False)
+    except Exception as exc:
+        raise ConversionError(f"exporting the Detectron2 backbone to ONNX failed: {first_line(exc)}") from exc
+    source = {"detector": NAME, "postprocess": "detectron2 proposal/RoI heads, box decoding and NMS in torch",
+              "config": os.path.abspath(path), "checkpoint": os.path.abspath(checkpoint_for(path)),
+              "feature_names": names, "score_thr": score_threshold(model.cfg),
+              "max_detections": int(model.cfg.TEST.DETECTIONS_PER_IMAGE),
+              "detections_structure": detections.output_structure(1, masks)}
+    return onnx_path, ModelIO(input_names, output_names, flat_structure(len(output_names)), source)
+
+
+def graph_input(model, image):
+    """The normalised, padded batch the backbone sees (what the ONNX graph computes first)."""
+    return model.preprocess_image([{"image": image}]).tensor
+
+
+def score_threshold(cfg) -> float:
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "RetinaNet":
+        return float(cfg.MODEL.RETINANET.SCORE_THRESH_TEST)
+    return float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+
+
+def _version() -> str:
+    import detectron2
+
+    return detectron2.__version__
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
