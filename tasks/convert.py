@@ -73,7 +73,9 @@ def format_options(fmt, options: dict) -> dict:
 
 def _converted(fmt, model_file: str, spec, work_dir: str, qat: bool, options: dict) -> tuple[str, dict, bool]:
     """Export, or take the export of the same model and tensor information from the cache."""
-    entry = cache.key(model_file, fmt.NAME, spec.lines(), qat, options) if cache.enabled() else None
+    # A detector's config names its weights only by the file beside it: key on the whole folder.
+    keyed = os.path.dirname(os.path.abspath(model_file)) if hasattr(fmt, "checkpoint_for") else model_file
+    entry = cache.key(keyed, fmt.NAME, spec.lines(), qat, options) if cache.enabled() else None
     hit = cache.lookup(entry) if entry else None
     if hit:
         return hit[0], hit[1], True
