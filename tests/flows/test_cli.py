@@ -165,7 +165,10 @@ def test_interrupt_leaves_no_result_and_no_staging(prefect_server, cnn, tmp_path
         out = tmp_path / f"out{attempt}"
         args = [sys.executable, "-m", "flows.cli", "optimize", cnn, *CNN_INFO, "--bench-seconds", "3",
                 "--draws", "1", "--output", str(out)]
-        proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+        # SIGINT back to its default in the child: a test run started as a background job of a
+        # non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         lines = []
         for line in proc.stderr:
             lines.append(line)
