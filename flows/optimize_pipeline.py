@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from formats.errors import AccuracyError, ModelMismatchError
 from reports.results import PipelineReport
@@ -20,14 +18,10 @@ from tasks.benchmark import TimingPlan
 from tasks.report import candidates_of
 
 
-def _step(fn, name: str):
-    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
-
-
-plan_components = _step(pipeline.plan_components, "plan pipeline components")
-export_component = _step(pipeline.export_component, "convert component to ONNX")
-verify_component = _step(pipeline.verify_component, "verify component accuracy")
-benchmark_component = _step(pipeline.benchmark_component, "benchmark component")
+plan_components = steps.as_step(pipeline.plan_components, "plan pipeline components")
+export_component = steps.as_step(pipeline.export_component, "convert component to ONNX")
+verify_component = steps.as_step(pipeline.verify_component, "verify component accuracy")
+benchmark_component = steps.as_step(pipeline.benchmark_component, "benchmark component")
 
 
 def optimize_pipeline_into(request, fetched, output: str, staging: str, progress, threads: int) -> dict:

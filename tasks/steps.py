@@ -8,15 +8,15 @@ from prefect.cache_policies import NO_CACHE
 from tasks import benchmark, build, convert, fetch, verify
 
 
-def _step(fn, name: str):
+def as_step(fn, name: str):
     # Steps pass file paths and small results; caching and result persistence would only
     # hash and store them for nothing.
     return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
-fetch_model = _step(fetch.fetch_model, "fetch model")
-parse_tensor_info = _step(convert.parse_tensor_info, "parse tensor information")
-convert_to_onnx = _step(convert.convert_to_onnx, "convert to ONNX")
-build_candidate = _step(build.build_candidate, "build engine")
-verify_accuracy = _step(verify.verify_candidates, "verify accuracy")
-benchmark_candidates = _step(benchmark.benchmark_candidates, "benchmark")
+fetch_model = as_step(fetch.fetch_model, "fetch model")
+parse_tensor_info = as_step(convert.parse_tensor_info, "parse tensor information")
+convert_to_onnx = as_step(convert.convert_to_onnx, "convert to ONNX")
+build_candidate = as_step(build.build_candidate, "build engine")
+verify_accuracy = as_step(verify.verify_candidates, "verify accuracy")
+benchmark_candidates = as_step(benchmark.benchmark_candidates, "benchmark")
