@@ -224,7 +224,7 @@ def _sum_of_squares(folder) -> str:
          numpy_helper.from_array(np.array(8.0, np.float32), "eight"),
          numpy_helper.from_array(np.array(4096.0, np.float32), "count")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # IR 8 as torch writes for opset 17; ORT 1.31 reads up to 13
     path = os.path.join(folder, "squares.onnx")
     onnx.save(model, path)
     return path
