@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from formats import detections
 from formats.errors import EngineError
 from formats.modelio import ModelIO, rebuild
 from formats.runner import run_arrays, thread_count
@@ -78,7 +79,11 @@ class OptimizedModel:
         engine = check_engine(self.manifest)
         self.spec = tensor_info.parse(self.manifest["tensor_info"])
         self.io = ModelIO.from_dict(self.manifest["io"])
-        self.runner = engine.load(self.manifest["folder"], self.manifest, threads or thread_count())
+        threads = threads or thread_count()
+        self.runner = engine.load(self.manifest["folder"], self.manifest, threads)
+        if detections.is_detector(self.manifest["io"]):  # the backbone's engine, then heads and NMS
+            self.runner = detections.candidate(self.runner, self.manifest["io"], threads, self.manifest["folder"])
+            self.io.output_structure = self.manifest["io"]["source"]["detections_structure"]
 
     def __call__(self, *args, **kwargs):
         arrays = self.spec.flatten(list(args), kwargs)

@@ -21,6 +21,11 @@ where the model has a mask head. Flat order: image by image, keys in that order.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import warnings
+
 import numpy as np
 
 from reports.results import Accuracy, OutputAccuracy
@@ -173,6 +178,99 @@ class DetectionCandidate:
         return flat(raw)
 
 
+# ------------------------------------------------------------ detectors in the flow and in results
+
+RESULT_DIR = "detector"  # in a result's model folder: the config and checkpoint the heads need
+_POSTPROCESSORS: dict[str, object] = {}  # config path -> the framework's post-processing
+
+
+def is_detector(io: dict | None) -> bool:
+    """Whether a conversion's io (ModelIO.to_dict()) is a detector's backbone features."""
+    return bool(((io or {}).get("source") or {}).get("detector"))
+
+
+def format_of(io: dict):
+    import formats
+
+    name = io["source"]["detector"]
+    return next(f for f in formats.FORMATS if f.NAME == name)
+
+
+def candidate(engine_runner, io: dict, threads: int, folder: str | None = None) -> DetectionCandidate:
+    """The engine's runner followed by the framework's heads, box decoding and NMS.
+
+    The config and checkpoint are io.source's: absolute paths during a task, paths relative
+    to the result's model folder `folder` once packaged.
+    """
+    import torch
+
+    config = io["source"]["config"] if folder is None else os.path.join(folder, io["source"]["config"])
+    fmt = format_of(io)
+    torch.set_num_threads(threads)
+    if config not in _POSTPROCESSORS:
+        _POSTPROCESSORS[config] = fmt.postprocessor(config, io)
+    return DetectionCandidate(engine_runner, _POSTPROCESSORS[config], f"{fmt.NAME} heads/NMS (torch)")
+
+
+def package(model_dir: str, io: dict) -> dict:
+    """Copy what the heads need (config, merged into one file, and checkpoint) into
+    <model_dir>/detector/, so the result folder stands alone; the io with those paths."""
+    fmt = format_of(io)
+    target = os.path.join(model_dir, RESULT_DIR)
+    os.makedirs(target, exist_ok=True)
+    config = fmt.save_config(io["source"]["config"], target)
+    checkpoint = os.path.splitext(config)[0] + ".pth"  # named like the config: found beside it
+    shutil.copyfile(io["source"]["checkpoint"], checkpoint)
+    relative = {"config": os.path.relpath(config, model_dir), "checkpoint": os.path.relpath(checkpoint, model_dir)}
+    return dict(io, source=dict(io["source"], **relative))
+
+
+# ------------------------------------------------------------ what the framework modules share
+
+_MAX_CONFIG_BYTES = 2_000_000
+
+
+def config_text(path: str) -> str | None:
+    """A small text file's content (a detector config candidate), or None."""
+    if not os.path.isfile(path) or os.path.getsize(path) > _MAX_CONFIG_BYTES:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (UnicodeDecodeError, OSError):
+        return None
+
+
+def load_weights(model, checkpoint: str, config: str, key: str):
+    """Plain weights into `model` (torch.load weights_only=True; `{key: state_dict}` or a
+    bare state dict), with errors that say what to fix."""
+    import torch
+
+    from formats.errors import ModelMismatchError, UnsupportedFormatError, first_line
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UnsupportedFormatError(
+            f"{checkpoint} could not be read as plain weights ({first_line(exc)}); accelflow loads "
+            f"checkpoints with weights_only=True: save {{'{key}': model.state_dict()}} only."
+        ) from exc
+    state = state.get(key, state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelMismatchError(f"{checkpoint} does not fit the model of {config}: {first_line(exc)}") from exc
+    return model
+
+
+@contextlib.contextmanager
+def quiet():
+    """The frameworks warn at every call about things the user cannot change here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def synthetic_image(shape, rng: np.random.Generator) -> np.ndarray:
     """A CHW image of pixel values 0..255: a smooth background with filled rectangles and
     ellipses of random colours, and a little noise (something for a detector to respond to)."""
@@ -198,13 +296,13 @@ def synthetic_image(shape, rng: np.random.Generator) -> np.ndarray:
 def image_draws(spec, per_shape: int, seed: int = 0) -> list[tuple[str, list[np.ndarray]]]:
     """(shape point label, flat inputs) draws of synthetic images at every declared shape point."""
     rng = np.random.default_rng(seed)
-    draws = []
-    for point in spec.shape_points():
-        for _ in range(per_shape):
-            arrays = [synthetic_image(point.shapes[leaf.name], rng).astype(leaf.dtype if leaf.dtype != "bfloat16" else np.float32)
-                      for leaf in spec.leaves]
-            draws.append((point.label, arrays))
-    return draws
+    return [(point.label, point_images(spec, point, rng)) for point in spec.shape_points() for _ in range(per_shape)]
+
+
+def point_images(spec, point, rng: np.random.Generator) -> list[np.ndarray]:
+    """Flat inputs of synthetic images at one shape point."""
+    return [synthetic_image(point.shapes[leaf.name], rng).astype(leaf.dtype if leaf.dtype != "bfloat16" else np.float32)
+            for leaf in spec.leaves]
 
 
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -213,8 +311,6 @@ _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 def checkpoint_for(config: str, framework: str) -> str:
     """The checkpoint of a detector config: the one PyTorch checkpoint beside it, or the one
     named like it (`faster_rcnn.py` + `faster_rcnn.pth`) when there are several."""
-    import os
-
     from formats import pytorch_checkpoint
     from formats.errors import UnsupportedFormatError
 

@@ -165,6 +165,33 @@ def candidate_runner(engine_runner, model_file: str, io: dict, threads: int):
     return detections.DetectionCandidate(engine_runner, postprocess, "detectron2 heads/NMS (torch)")
 
 
+def postprocessor(config: str, io: dict):
+    """Detectron2's proposal and RoI heads on the engine's features (formats/detections.py
+    wraps an engine's runner with it)."""
+    import torch
+
+    model = load(config)
+    names = io["source"]["feature_names"]
+
+    def postprocess(features, arrays):
+        feats = {n: torch.from_numpy(np.asarray(f, dtype=np.float32)) for n, f in zip(names, features)}
+        image = torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
+        return [_instances(r) for r in predict_from_features(model, feats, image)]
+
+    return postprocess
+
+
+def save_config(config: str, folder: str) -> str:
+    """The config with its _BASE_ files merged, as <folder>/config.yaml (a result's copy)."""
+    get_cfg, _ = import_detectron2()
+    cfg = get_cfg()
+    cfg.merge_from_file(config)
+    target = os.path.join(folder, "config.yaml")
+    with open(target, "w", encoding="utf-8") as f:
+        f.write(cfg.dump())
+    return target
+
+
 def predict_from_features(model, feats: dict, image):
     """`model.inference` with preprocessing and the backbone answered by the engine's `feats`."""
     import torch

@@ -22,34 +22,25 @@ optimize configs you trust. The checkpoint is read with torch.load(weights_only=
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import warnings
 
 import numpy as np
 
 from formats import detections
+from formats.detections import quiet as _quiet
 from formats.errors import ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
 from formats.modelio import ModelIO, flat_structure, unique_onnx_names
 
 NAME = "mmdet"
-ACCURACY = "detections"  # tasks/verify.py judges detections (formats/detections.py), not tensors
 DEFAULT_OPSET = 17
-_MAX_CONFIG_BYTES = 2_000_000
 _MODEL_LINE = re.compile(r"^model\s*=\s*dict\(", re.M)
 
 
 def detect(path: str) -> bool:
     """A Python config assigning `model = dict(type=...)`, as MMDetection configs do."""
-    if not os.path.isfile(path) or os.path.getsize(path) > _MAX_CONFIG_BYTES:
-        return False
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (UnicodeDecodeError, OSError):
-        return False
-    return bool(_MODEL_LINE.search(text)) and "type=" in text.replace(" ", "")
+    text = detections.config_text(path)
+    return text is not None and bool(_MODEL_LINE.search(text)) and "type=" in text.replace(" ", "")
 
 
 def checkpoint_for(config: str) -> str:
@@ -71,7 +62,6 @@ def import_mmdet():
 def load(path: str):
     """The detector built from the config, weights from its checkpoint, in eval mode on the CPU."""
     import_mmdet()
-    import torch
     from mmengine.config import Config
     from mmdet.registry import MODELS
 
@@ -82,18 +72,7 @@ def load(path: str):
             model = MODELS.build(cfg.model)
     except Exception as exc:
         raise UnsupportedFormatError(f"{path}: MMDetection could not build the model of this config: {first_line(exc)}") from exc
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UnsupportedFormatError(
-            f"{checkpoint} could not be read as plain weights ({first_line(exc)}); accelflow loads "
-            "checkpoints with weights_only=True: save {'state_dict': model.state_dict()} only."
-        ) from exc
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelMismatchError(f"{checkpoint} does not fit the model of {path}: {first_line(exc)}") from exc
+    detections.load_weights(model, checkpoint, path, "state_dict")
     model.cfg = cfg
     return model.eval()
 
@@ -155,19 +134,12 @@ def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> MMDetBaseline
     return MMDetBaseline(path, spec, io, threads)
 
 
-_POSTPROCESSORS: dict[str, object] = {}
-
-
-def candidate_runner(engine_runner, model_file: str, io: dict, threads: int):
-    """The engine's runner followed by MMDetection's heads on its features (idempotent)."""
-    if isinstance(engine_runner, detections.DetectionCandidate):
-        return engine_runner
+def postprocessor(config: str, io: dict):
+    """MMDetection's heads, box decoding and NMS on the engine's features (formats/detections.py
+    wraps an engine's runner with it)."""
     import torch
 
-    torch.set_num_threads(threads)
-    if model_file not in _POSTPROCESSORS:
-        _POSTPROCESSORS[model_file] = load(model_file)
-    model = _POSTPROCESSORS[model_file]
+    model = load(config)
     divisor = int(getattr(model.data_preprocessor, "pad_size_divisor", 1))
 
     def postprocess(features, arrays):
@@ -175,7 +147,18 @@ def candidate_runner(engine_runner, model_file: str, io: dict, threads: int):
         samples = [_sample(arrays[0].shape, divisor)]
         return [_instances(s) for s in predict_from_features(model, feats, samples)]
 
-    return detections.DetectionCandidate(engine_runner, postprocess, "mmdet heads/NMS (torch)")
+    return postprocess
+
+
+def save_config(config: str, folder: str) -> str:
+    """The config with its _base_ files merged, as <folder>/config.py (a result's copy)."""
+    import_mmdet()
+    from mmengine.config import Config
+
+    target = os.path.join(folder, "config.py")
+    with _quiet():
+        Config.fromfile(config).dump(target)
+    return target
 
 
 def predict_from_features(model, feats, samples):
@@ -264,10 +247,3 @@ def _version() -> str:
     import mmdet
 
     return mmdet.__version__
-
-
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield

@@ -94,8 +94,10 @@ def benchmark_candidates(model_file: str, format_name: str, converted, passing: 
     """Every passing candidate against the baseline at every shape point, keyed by candidate.
 
     Integer inputs are drawn from the same ranges as the accuracy check's (token ids must stay
-    inside the vocabulary, or the original model fails)."""
-    from formats import tensor_info
+    inside the vocabulary, or the original model fails). A detector is timed on a synthetic
+    image with shapes in it, as its accuracy is checked: on noise it would find nothing, and
+    its heads and NMS would cost less than on a real image."""
+    from formats import detections, tensor_info
     from tasks import runners
 
     spec = tensor_info.parse(spec_lines)
@@ -105,8 +107,11 @@ def benchmark_candidates(model_file: str, format_name: str, converted, passing: 
     results: dict[str, list[ShapeBenchmark]] = {key: [] for key in optimized}
     points = spec.shape_points()
     for i, point in enumerate(points):
-        args, kwargs = spec.example_inputs(point, rng, int_ranges)
-        rows = benchmark_point(point.label, point.shapes, spec.flatten(args, kwargs), base, optimized, plan)
+        if detections.is_detector(converted.io):
+            arrays = detections.point_images(spec, point, rng)
+        else:
+            arrays = spec.flatten(*spec.example_inputs(point, rng, int_ranges))
+        rows = benchmark_point(point.label, point.shapes, arrays, base, optimized, plan)
         for key, row in rows.items():
             results[key].append(row)
         if progress:

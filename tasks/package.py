@@ -113,9 +113,12 @@ def _owner_gone(name: str) -> bool:
 def package_result(staging: str, best_folder: str, manifest: dict, report, write_report) -> dict[str, str]:
     """Move the chosen engine's files into <staging>/model with its manifest; write the reports."""
     from engines.result import write_manifest
+    from formats import detections
 
     model_dir = os.path.join(staging, "model")
     shutil.move(best_folder, model_dir)
+    if detections.is_detector(manifest["io"]):  # its heads run from the config and checkpoint
+        manifest = dict(manifest, io=detections.package(model_dir, manifest["io"]))
     write_manifest(model_dir, manifest)
     shutil.rmtree(os.path.join(staging, "work"), ignore_errors=True)
     return write_report(report, staging)

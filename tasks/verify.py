@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from formats import detections
 from formats.errors import AccelflowError, ModelMismatchError, SpecError, first_line, last_line
 from formats.runner import run_arrays
 from reports.results import Accuracy, OutputAccuracy
@@ -176,52 +177,39 @@ def _reason(failed: list[OutputAccuracy]) -> str:
 def verify_candidates(model_file: str, format_name: str, converted, built: list, spec_lines: list[str],
                       gate: str, overrides: dict | None, samples: str | None,
                       int_ranges: dict | None, draws: int, threads: int) -> dict[str, Accuracy]:
-    """Accuracy of every built candidate against the original model, keyed by candidate."""
-    import formats
+    """Accuracy of every built candidate against the original model, keyed by candidate.
+
+    A detector is judged on its detections matched by IoU (formats/detections.py), on
+    synthetic images with shapes in them: random noise gives a detector nothing to find.
+    """
     from formats import tensor_info
     from tasks import runners
 
     spec = tensor_info.parse(spec_lines)
-    fmt = next(f for f in formats.FORMATS if f.NAME == format_name)
-    detector = getattr(fmt, "ACCURACY", "tensors") == "detections"
+    detector = detections.is_detector(converted.io)
     if samples:
         inputs = sample_draws(spec, samples)
-    elif detector:  # images with shapes in them: random noise gives a detector nothing to find
-        from formats import detections
-
+    elif detector:
         inputs = [Draw(label, arrays) for label, arrays in detections.image_draws(spec, draws)]
     else:
         inputs = random_draws(spec, int_ranges, draws)
     base = runners.baseline(model_file, format_name, converted.onnx_path, converted.io, spec_lines, threads)
     reference = [_reference(base, d) for d in inputs]
-    names = converted.io["output_names"]
-    tolerance = tolerances(gate, overrides)
-    if detector:  # judged on detections matched by IoU, not on raw tensors
-        from formats import detections
-
-        tolerance = detections.tolerances(gate, overrides)
+    tolerance = (detections.tolerances if detector else tolerances)(gate, overrides)
     results = {}
     for candidate in built:
         runner = runners.candidate(candidate, converted.io, threads)
-        if detector:
-            runner = _detector_candidate(fmt, candidate, runner, model_file, converted.io, threads)
         optimized = [run_arrays(runner, d.arrays) for d in inputs]
-        results[candidate.key] = (
-            detections.compare(reference, optimized, converted.io["source"]["detections_structure"], tolerance,
-                               converted.io["source"].get("score_thr", 0.0), converted.io["source"].get("max_detections"))
-            if detector else compare(reference, optimized, names, tolerance))
+        results[candidate.key] = _judge(reference, optimized, converted.io, tolerance)
     return results
 
 
-def _detector_candidate(fmt, candidate, runner, model_file: str, io: dict, threads: int):
-    """The engine's runner followed by the format's post-processing (heads, NMS), and kept in
-    the loaded runners so the benchmark times the same whole inference (tasks/runners.py could
-    do this itself: see docs/detectors.md)."""
-    from tasks import runners
-
-    wrapped = fmt.candidate_runner(runner, model_file, io, threads)
-    runners._LOADED[f"candidate:{candidate.folder}"] = wrapped
-    return wrapped
+def _judge(reference, optimized, io: dict, tolerance: dict) -> Accuracy:
+    if not detections.is_detector(io):
+        return compare(reference, optimized, io["output_names"], tolerance)
+    source = io["source"]
+    return detections.compare(reference, optimized, source["detections_structure"], tolerance,
+                              source.get("score_thr", 0.0), source.get("max_detections"))
 
 
 def _reference(baseline, draw: Draw) -> list[np.ndarray]:

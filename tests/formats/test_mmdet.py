@@ -98,8 +98,7 @@ def test_exported_features_plus_heads_give_the_original_detections(detectors, na
     config = detectors[name]
     onnx_path, io = mmdet_model.to_onnx(config, spec, str(tmp_path), [np.zeros((3, 288, 320), np.float32)])
     base = mmdet_model.baseline_runner(config, spec, io, 2)
-    optimized = mmdet_model.candidate_runner(_Ort(onnx_path, io), config, io.to_dict(), 2)
-    assert mmdet_model.candidate_runner(optimized, config, io.to_dict(), 2) is optimized
+    optimized = detections.candidate(_Ort(onnx_path, io), io.to_dict(), 2)
     structure = io.source["detections_structure"]
     refs, gots = [], []
     for label, arrays in detections.image_draws(spec, 1):
@@ -130,3 +129,26 @@ def test_optimize_flow_on_faster_rcnn(prefect_server, detectors, level, tmp_path
     assert set(report["baseline"]) == {"min", "mid", "max"} and report["speedup"] > 0
     accurate = [c for c in report["candidates"] if c.get("accuracy", {}).get("passed")]
     assert accurate
+    _loads_as_the_detector(result["result_folder"], detectors["faster-rcnn-r18"])
+
+
+def _loads_as_the_detector(folder, config):
+    """The result folder stands alone (its own config and checkpoint copy) and, called like
+    the original (`inputs=[image]`), returns MMDetection's kind of result: per-image dicts."""
+    import shutil
+
+    import accelflow
+
+    moved = shutil.move(folder, folder + "-moved")  # nothing may point back into the task's files
+    model = accelflow.load(moved)
+    image = detections.synthetic_image((3, 288, 320), np.random.default_rng(5))
+    got = model(inputs=[image])
+    assert isinstance(got, list) and set(got[0]) == {"bboxes", "scores", "labels"}
+    spec = tensor_info.parse(SPEC)
+    want = mmdet_model.baseline_runner(config, spec, None, 2)
+    from formats.runner import run_arrays
+
+    structure = model.manifest["io"]["source"]["detections_structure"]
+    accuracy = detections.compare([run_arrays(want, [image])], [detections.flat(got)], structure,
+                                  detections.tolerances(model.manifest["level"]))
+    assert accuracy.passed and len(got[0]["scores"]) > 0, accuracy.reason
