@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Install accelflow and everything its tests need into ./.venv (Python 3.11+ and pip).
 # torch is pinned to the CPU build first, so that no later requirement pulls a multi-GB CUDA build.
+# MMDetection's mmcv is built from source the first time (about 15 min on 2 cores; see
+# scripts/build_mmcv.sh); ACCELFLOW_MMDET=0 skips it (MMDetection models are then refused,
+# and their tests skip, saying why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test,examples,tf,diffusers]"
+EXTRAS=test,examples,tf,diffusers
+if [ "${ACCELFLOW_MMDET:-1}" != 0 ]; then
+    PYTHON=$PYTHON bash scripts/build_mmcv.sh
+    .venv/bin/python -m pip install --quiet .cache/wheels/mmcv-2.1.0-*.whl
+    EXTRAS=$EXTRAS,mmdet
+fi
+.venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
 echo "installed into $(pwd)/.venv"
