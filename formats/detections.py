@@ -8,6 +8,7 @@ over all accuracy draws:
     matched share  2 * matched / (original count + optimized count)   (1.0 when both are empty)
     score diff     max |score_original - score_optimized| over matched pairs
     box diff       max |coordinate difference| over matched pairs, in pixels
+    mask IoU       min IoU of the two masks of a matched pair (models with a mask head)
 
 A detection whose score lies within `score_margin` of the detector's own score threshold, or
 of the other side's lowest score where that side was cut at the detector's maximum number of
@@ -33,11 +34,16 @@ from reports.results import Accuracy, OutputAccuracy
 KEYS = ("bboxes", "scores", "labels", "masks")
 
 TOLERANCES = {
-    # Same precision, another engine: only float summation order differs.
-    "lossless": {"min_iou": 0.5, "min_matched": 0.98, "max_score_diff": 1e-3, "max_box_diff": 0.5, "score_margin": 1e-3},
-    # BF16/FP16 inference: near-tied boxes may swap in NMS, scores move by ~1e-2.
-    "fp16": {"min_iou": 0.5, "min_matched": 0.80, "max_score_diff": 0.05, "max_box_diff": 8.0, "score_margin": 0.02},
-    "qat": {"min_iou": 0.5, "min_matched": 0.80, "max_score_diff": 0.05, "max_box_diff": 8.0, "score_margin": 0.02},
+    # Same precision, another engine: only float summation order differs (a mask pixel at
+    # exactly the 0.5 threshold may flip).
+    "lossless": {"min_iou": 0.5, "min_matched": 0.98, "max_score_diff": 1e-3, "max_box_diff": 0.5,
+                 "score_margin": 1e-3, "min_mask_iou": 0.95},
+    # BF16/FP16 inference: near-tied boxes may swap in NMS, scores move by ~1e-2, mask edges
+    # move with their boxes.
+    "fp16": {"min_iou": 0.5, "min_matched": 0.80, "max_score_diff": 0.05, "max_box_diff": 8.0,
+             "score_margin": 0.02, "min_mask_iou": 0.80},
+    "qat": {"min_iou": 0.5, "min_matched": 0.80, "max_score_diff": 0.05, "max_box_diff": 8.0,
+            "score_margin": 0.02, "min_mask_iou": 0.80},
 }
 
 
@@ -125,13 +131,23 @@ def compare_image(ref: dict, got: dict, tol: dict, score_floor: float,
     score_diff = max((abs(float(ref_scores[i]) - float(got_scores[j])) for i, j in pairs), default=0.0)
     box_diff = max((float(np.abs(np.asarray(ref["bboxes"][i], np.float64) - np.asarray(got["bboxes"][j], np.float64)).max())
                     for i, j in pairs), default=0.0)
+    masks = "masks" in ref and "masks" in got
+    mask_iou = min((_mask_iou(ref["masks"][i], got["masks"][j]) for i, j in pairs), default=1.0) if masks else 1.0
     return {"matched": 2 * len(pairs), "counted": 2 * len(pairs) + lone, "score_diff": score_diff,
-            "box_diff": box_diff, "scale": float(np.abs(np.asarray(ref["bboxes"])).max(initial=0.0))}
+            "box_diff": box_diff, "scale": float(np.abs(np.asarray(ref["bboxes"])).max(initial=0.0)),
+            "masks": masks, "mask_iou": mask_iou}
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
 
 
 def compare(reference: list[list[np.ndarray]], optimized: list[list[np.ndarray]], structure: dict,
             tol: dict[str, float], score_floor: float = 0.0, max_detections: int | None = None) -> Accuracy:
-    """Detections of every draw matched; one OutputAccuracy, named "detections", for them all.
+    """Detections of every draw matched; one OutputAccuracy, named "detections", for them all
+    (and one named "masks", the worst mask IoU in cosine_similarity, for a mask head).
 
     The report's generic fields carry the detection figures: max_abs_diff = box diff (px),
     max_rel_diff = score diff, cosine_similarity = matched share, mismatch_share = 1 - share.
@@ -152,8 +168,18 @@ def compare(reference: list[list[np.ndarray]], optimized: list[list[np.ndarray]]
         reasons.append(f"detections: score diff {score_diff:.3g} (allowed {tol['max_score_diff']:.3g})")
     if box_diff > tol["max_box_diff"]:
         reasons.append(f"detections: box diff {box_diff:.3g} px (allowed {tol['max_box_diff']:.3g})")
-    output = OutputAccuracy("detections", box_diff, score_diff, share, scale, dict(tol), not reasons, 1.0 - share)
-    return Accuracy(passed=not reasons, draws=len(reference), outputs=[output], reason="; ".join(reasons))
+    outputs = [OutputAccuracy("detections", box_diff, score_diff, share, scale, dict(tol), not reasons, 1.0 - share)]
+    if any(f["masks"] for f in figures):
+        outputs.append(_masks_accuracy(min(f["mask_iou"] for f in figures), tol, reasons))
+    return Accuracy(passed=not reasons, draws=len(reference), outputs=outputs, reason="; ".join(reasons))
+
+
+def _masks_accuracy(mask_iou: float, tol: dict, reasons: list[str]) -> OutputAccuracy:
+    """The masks' figure in the generic fields: cosine_similarity = worst mask IoU."""
+    passed = mask_iou >= tol["min_mask_iou"]
+    if not passed:
+        reasons.append(f"masks: IoU {mask_iou:.3f} for a matched detection (required >= {tol['min_mask_iou']})")
+    return OutputAccuracy("masks", 1.0 - mask_iou, 0.0, mask_iou, 1.0, dict(tol), passed, 1.0 - mask_iou)
 
 
 class DetectionCandidate:

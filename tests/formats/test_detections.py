@@ -79,3 +79,18 @@ def test_detections_at_the_max_detections_cut_may_appear_on_one_side_only():
     got = _det([[0, 0, 10, 10], [70, 70, 80, 80]], [0.9, 0.3], [1, 1])
     assert not detections.compare([ref], [got], STRUCTURE, TOL, 0.05).passed
     assert detections.compare([ref], [got], STRUCTURE, TOL, 0.05, max_detections=2).passed
+
+
+def test_masks_of_matched_detections_are_compared_by_iou():
+    structure = detections.output_structure(1, masks=True)
+    mask = np.zeros((1, 20, 20), bool)
+    mask[0, 2:12, 2:12] = True  # 100 pixels
+    shifted = np.roll(mask, 2, axis=2)  # 80 shared of 120: IoU 0.667
+    ref = _det([[2, 2, 12, 12]], [0.9], [1]) + [mask]
+    same = detections.compare([ref], [ref], structure, detections.tolerances("lossless"))
+    assert same.passed and [o.output for o in same.outputs] == ["detections", "masks"]
+    assert same.outputs[1].cosine_similarity == 1.0
+    moved = detections.compare([ref], [ref[:3] + [shifted]], structure, detections.tolerances("fp16"))
+    assert not moved.passed and "masks: IoU 0.667" in moved.reason
+    assert moved.outputs[0].passed and not moved.outputs[1].passed
+    assert abs(moved.outputs[1].cosine_similarity - 80 / 120) < 1e-9

@@ -111,6 +111,7 @@ def test_exported_features_plus_heads_give_the_original_detections(detectors, na
                                   io.source["max_detections"])
     assert accuracy.passed, accuracy.reason
     assert accuracy.outputs[0].cosine_similarity >= 0.98
+    assert [o.output for o in accuracy.outputs] == ["detections", "masks"][:1 + ("masks" in found)]
 
 
 @needs_mmdet
