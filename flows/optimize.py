@@ -30,10 +30,13 @@ def locate_model(request: OptimizeRequest) -> str | None:
     from formats import detect_format, find_model_file, model_home
     from tasks.convert import format_options
     from tasks.repository import ModelRepository, parse_model_ref
+    from tasks.verify import check_overrides
 
     ref = parse_model_ref(request.model)
     if ref is None:
-        format_options(detect_format(find_model_file(request.model, request.model_file)), request.format_options())
+        fmt = detect_format(find_model_file(request.model, request.model_file))
+        format_options(fmt, request.format_options())
+        check_overrides(fmt, request.tolerance_overrides())
         return model_home(request.model)
     repository = ModelRepository(request.repo)
     repository.version(*ref)

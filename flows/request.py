@@ -36,6 +36,11 @@ class OptimizeRequest(BaseModel):
     rtol: float | None = None
     atol: float | None = None
     min_cosine: float | None = None
+    # Detectors (MMDetection, Detectron2): thresholds of the detection gate (formats/detections.py).
+    min_matched: float | None = Field(None, ge=0, le=1)
+    max_score_diff: float | None = Field(None, ge=0)
+    max_box_diff: float | None = Field(None, ge=0)
+    min_mask_iou: float | None = Field(None, ge=0, le=1)
     int_ranges: dict[str, list[int]] = Field(default_factory=dict)
     draws: int = Field(3, ge=1, le=100, description="random accuracy draws per shape point")
     bench_seconds: float = Field(5.0, gt=0, description="benchmark time per shape point")
@@ -50,7 +55,9 @@ class OptimizeRequest(BaseModel):
         return "qat" if self.qat else self.level
 
     def tolerance_overrides(self) -> dict[str, float]:
-        values = {"rtol": self.rtol, "atol": self.atol, "min_cosine": self.min_cosine}
+        values = {"rtol": self.rtol, "atol": self.atol, "min_cosine": self.min_cosine,
+                  "min_matched": self.min_matched, "max_score_diff": self.max_score_diff,
+                  "max_box_diff": self.max_box_diff, "min_mask_iou": self.min_mask_iou}
         return {k: v for k, v in values.items() if v is not None}
 
     def format_options(self) -> dict:

@@ -36,9 +36,11 @@ def select(candidates: list[Candidate]) -> Candidate:
         errors = "; ".join(f"{c.engine} {c.precision}: {c.error}" for c in candidates)
         raise ConversionError(f"no engine could build the model: {errors}")
     reasons = "\n  ".join(f"{c.engine} {c.precision}: {c.accuracy.reason}" for c in built if c.accuracy)
+    options = ("--min-matched / --max-box-diff / --max-score-diff" if "detections:" in reasons or "masks:" in reasons
+               else "--rtol / --min-cosine")
     raise AccuracyError(
         "no candidate passed the accuracy gate:\n  " + reasons + "\nTry --level lossless, or, "
-        "if these differences are acceptable for your model, loosen the gate with --rtol / --min-cosine."
+        f"if these differences are acceptable for your model, loosen the gate with {options}."
     )
 
 

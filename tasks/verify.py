@@ -39,6 +39,23 @@ class Draw:
     arrays: list[np.ndarray]
 
 
+TENSOR_OPTIONS = ("rtol", "atol", "min_cosine")
+
+
+def check_overrides(fmt, overrides: dict | None) -> None:
+    """Refuse accuracy options that do not apply to this model's kind of outputs."""
+    detector = hasattr(fmt, "postprocessor")  # formats/detections.py: judged on detections
+    wrong = [k for k in overrides or {} if (k not in TENSOR_OPTIONS) != detector]
+    if not wrong:
+        return
+    flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+    if detector:
+        raise ModelMismatchError(f"{flags}: this {fmt.NAME} detector is judged on its detections, not on "
+                                 "tensors; use --min-matched, --max-score-diff, --max-box-diff or --min-mask-iou.")
+    raise ModelMismatchError(f"{flags} applies to detectors (MMDetection, Detectron2) only, and this model "
+                             f"is {fmt.NAME}; use --rtol, --atol or --min-cosine.")
+
+
 def tolerances(gate: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
     """The default tolerances of a level ("lossless", "fp16") or of "qat", with overrides."""
     merged = dict(TOLERANCES[gate])
@@ -182,9 +199,11 @@ def verify_candidates(model_file: str, format_name: str, converted, built: list,
     A detector is judged on its detections matched by IoU (formats/detections.py), on
     synthetic images with shapes in them: random noise gives a detector nothing to find.
     """
+    import formats
     from formats import tensor_info
     from tasks import runners
 
+    check_overrides(next(f for f in formats.FORMATS if f.NAME == format_name), overrides)
     spec = tensor_info.parse(spec_lines)
     detector = detections.is_detector(converted.io)
     if samples:

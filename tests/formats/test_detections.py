@@ -94,3 +94,26 @@ def test_masks_of_matched_detections_are_compared_by_iou():
     assert not moved.passed and "masks: IoU 0.667" in moved.reason
     assert moved.outputs[0].passed and not moved.outputs[1].passed
     assert abs(moved.outputs[1].cosine_similarity - 80 / 120) < 1e-9
+
+
+def test_accuracy_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
+    """Detection thresholds on a tensor model, tensor tolerances on a detector: exit 2 before
+    any work, naming the options that do apply (the config is recognised by its text alone)."""
+    import torch
+
+    from flows.cli import EXIT_USER_ERROR, main
+    from tests import modelzoo
+
+    cnn = modelzoo.tiny_cnn_torchscript(str(tmp_path))
+    common = ["-t", "input_0:float(1*3*16*16)", "--output", str(tmp_path / "out")]
+    assert main(["optimize", cnn, *common, "--max-box-diff", "4"]) == EXIT_USER_ERROR
+    assert "--max-box-diff applies to detectors (MMDetection, Detectron2) only" in capsys.readouterr().err
+    detector = tmp_path / "detector"
+    detector.mkdir()
+    (detector / "config.py").write_text("model = dict(type='FasterRCNN')\n")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, detector / "config.pth")
+    spec = ["-t", "inputs[0]:float(3*64*64)", "--output", str(tmp_path / "out")]
+    assert main(["optimize", str(detector), *spec, "--rtol", "0.1", "--min-cosine", "0.9"]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "--rtol, --min-cosine: this mmdet detector is judged on its detections" in err and "--min-matched" in err
+    assert not (tmp_path / "out").exists()
