@@ -142,29 +142,6 @@ def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> Detectron2Bas
     return Detectron2Baseline(path, spec, io, threads)
 
 
-_POSTPROCESSORS: dict[str, object] = {}
-
-
-def candidate_runner(engine_runner, model_file: str, io: dict, threads: int):
-    """The engine's runner followed by Detectron2's proposal and RoI heads on its features."""
-    if isinstance(engine_runner, detections.DetectionCandidate):
-        return engine_runner
-    import torch
-
-    torch.set_num_threads(threads)
-    if model_file not in _POSTPROCESSORS:
-        _POSTPROCESSORS[model_file] = load(model_file)
-    model = _POSTPROCESSORS[model_file]
-    names = io["source"]["feature_names"]
-
-    def postprocess(features, arrays):
-        feats = {n: torch.from_numpy(np.asarray(f, dtype=np.float32)) for n, f in zip(names, features)}
-        image = torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
-        return [_instances(r) for r in predict_from_features(model, feats, image)]
-
-    return detections.DetectionCandidate(engine_runner, postprocess, "detectron2 heads/NMS (torch)")
-
-
 def postprocessor(config: str, io: dict):
     """Detectron2's proposal and RoI heads on the engine's features (formats/detections.py
     wraps an engine's runner with it)."""
