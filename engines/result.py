@@ -81,7 +81,7 @@ class OptimizedModel:
         self.io = ModelIO.from_dict(self.manifest["io"])
         threads = threads or thread_count()
         self.runner = engine.load(self.manifest["folder"], self.manifest, threads)
-        if detections.is_detector(self.manifest["io"]):  # the backbone's engine, then heads and NMS
+        if detections.is_detector(self.manifest.get("io")):  # the backbone's engine, then heads and NMS
             self.runner = detections.candidate(self.runner, self.manifest["io"], threads, self.manifest["folder"])
             self.io.output_structure = self.manifest["io"]["source"]["detections_structure"]
 

@@ -117,7 +117,7 @@ def package_result(staging: str, best_folder: str, manifest: dict, report, write
 
     model_dir = os.path.join(staging, "model")
     shutil.move(best_folder, model_dir)
-    if detections.is_detector(manifest["io"]):  # its heads run from the config and checkpoint
+    if detections.is_detector(manifest.get("io")):  # its heads run from the config and checkpoint
         manifest = dict(manifest, io=detections.package(model_dir, manifest["io"]))
     write_manifest(model_dir, manifest)
     shutil.rmtree(os.path.join(staging, "work"), ignore_errors=True)
