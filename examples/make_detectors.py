@@ -118,7 +118,7 @@ def make_detectron2(name: str, out_dir: str, seed: int = 0) -> str:
 # is set to the statistics of its input on calibration images (what BatchNorm would have
 # learned), and every layer after the ResNet gets an output scale (std over those images): 1 for
 # hidden layers; for the prediction layers the values below, chosen so that Faster R-CNN R50 at
-# 480x640 finds 17-91 detections on the gate's synthetic images, scores spread from 0.05 to 0.86.
+# 480x640 finds 20-100 detections on the gate's synthetic images, scores spread from 0.05 to 0.91.
 _D2_OUTPUT_SCALES = (  # name suffix: (std, mean) of the layer's output on the calibration images
     ("objectness_logits", (2.0, 0.0)),  # RPN: spread-out proposal scores
     ("anchor_deltas", (0.1, 0.0)),  # RPN: proposals near their anchors
