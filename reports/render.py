@@ -147,10 +147,26 @@ def worst_output(accuracy: Accuracy | None) -> OutputAccuracy | None:
     return max(accuracy.outputs, key=badness)
 
 
+def is_detections(accuracy: Accuracy | None) -> bool:
+    """A detector's accuracy (formats/detections.py): its figures sit in the generic fields."""
+    return bool(accuracy and accuracy.outputs and accuracy.outputs[0].output == "detections"
+                and "min_matched" in accuracy.outputs[0].tolerance)
+
+
+def _detections_figures(accuracy: Accuracy) -> str:
+    det = accuracy.outputs[0]
+    text = (f"{det.cosine_similarity:.1%} of detections matched, score diff {fmt_sci(det.max_rel_diff)}, "
+            f"box diff {fmt_sci(det.max_abs_diff)} px")
+    masks = [o for o in accuracy.outputs if o.output == "masks"]
+    return text + (f", worst mask IoU {masks[0].cosine_similarity:.3f}" if masks else "")
+
+
 def accuracy_verdict(accuracy: Accuracy | None) -> str:
     if accuracy is None:
         return "not checked"
     verdict = "passed" if accuracy.passed else f"failed: {accuracy.reason or 'outside tolerance'}"
+    if is_detections(accuracy):
+        return f"{verdict} ({accuracy.draws} images); {_detections_figures(accuracy)}"
     worst = worst_output(accuracy)
     if worst is None:
         return f"{verdict} ({accuracy.draws} draws)"
@@ -309,6 +325,8 @@ def _stat_cells(stats: LatencyStats | None) -> list[str]:
 
 
 def _accuracy_blocks(report: TaskReport) -> list[tuple]:
+    if is_detections(report.accuracy):
+        return _detection_accuracy_blocks(report)
     headers = ["output", "max abs diff", "max rel diff", "cosine similarity", "scale", "mismatch share", "tolerance", "passed"]
     rows = [
         [
@@ -319,6 +337,19 @@ def _accuracy_blocks(report: TaskReport) -> list[tuple]:
         for o in report.accuracy.outputs
     ]
     return [("h2", "Accuracy against the original"), ("p", accuracy_verdict(report.accuracy)), ("table", headers, rows)]
+
+
+def _detection_accuracy_blocks(report: TaskReport) -> list[tuple]:
+    """Detections matched by IoU (docs/detectors.md): matched share, score and box diff, mask IoU."""
+    headers = ["output", "matched share / mask IoU", "score diff", "box diff (px)", "tolerance", "passed"]
+    rows = [
+        [o.output, f"{o.cosine_similarity:.3f}" if o.output == "masks" else f"{o.cosine_similarity:.2%}",
+         NA if o.output == "masks" else fmt_sci(o.max_rel_diff), NA if o.output == "masks" else fmt_sci(o.max_abs_diff),
+         ", ".join(f"{k}={v:g}" for k, v in o.tolerance.items()), "yes" if o.passed else "NO"]
+        for o in report.accuracy.outputs
+    ]
+    return [("h2", "Accuracy against the original (detections matched by IoU)"),
+            ("p", accuracy_verdict(report.accuracy)), ("table", headers, rows)]
 
 
 def _candidate_blocks(report: TaskReport) -> list[tuple]:

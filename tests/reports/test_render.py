@@ -274,3 +274,21 @@ def test_reports_import_no_prefect_torch_or_pyplot():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_detectors_accuracy_is_told_in_detection_terms():
+    """Matched share, score and box diff and mask IoU, not 'max abs diff' and 'cosine'."""
+    import dataclasses
+
+    from formats import detections
+
+    structure = detections.output_structure(1, masks=True)
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, :4, :4] = True
+    ref = [np.array([[0, 0, 10, 10]], np.float32), np.array([0.9], np.float32), np.array([1]), mask]
+    got = [ref[0] + 0.25, np.array([0.89], np.float32), ref[2], mask]
+    accuracy = detections.compare([ref], [got], structure, detections.tolerances("fp16"))
+    report = dataclasses.replace(make_report(), accuracy=accuracy)
+    md = to_markdown(report)
+    assert "passed (1 images); 100.0% of detections matched, score diff 1.00e-02, box diff 2.50e-01 px, worst mask IoU 1.000" in md
+    assert "| detections | 100.00% |" in md and "| masks | 1.000 |" in md and "cosine" not in md.split("## Accuracy")[1].split("##")[0]
