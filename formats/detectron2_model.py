@@ -20,32 +20,25 @@ Result: one dict per image, bboxes (pred_boxes), scores, labels (pred_classes), 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import warnings
 
 import numpy as np
 
 from formats import detections
+from formats.detections import quiet as _quiet
 from formats.errors import ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
 from formats.modelio import ModelIO, flat_structure, unique_onnx_names
 
 NAME = "detectron2"
-ACCURACY = "detections"
 DEFAULT_OPSET = 17
-_MAX_CONFIG_BYTES = 2_000_000
 _LEAF = "input_0[0][image]"
 
 
 def detect(path: str) -> bool:
     """A YAML config with a top-level MODEL: section and a META_ARCHITECTURE or _BASE_."""
-    if not os.path.isfile(path) or os.path.getsize(path) > _MAX_CONFIG_BYTES:
-        return False
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (UnicodeDecodeError, OSError):
+    text = detections.config_text(path)
+    if text is None:
         return False
     return bool(re.search(r"^MODEL:\s*$", text, re.M)) and bool(re.search(r"^\s*(META_ARCHITECTURE|_BASE_):", text, re.M))
 
@@ -68,8 +61,6 @@ def import_detectron2():
 
 
 def load(path: str):
-    import torch
-
     get_cfg, build_model = import_detectron2()
     checkpoint = checkpoint_for(path)
     try:
@@ -81,18 +72,7 @@ def load(path: str):
             model = build_model(cfg)
     except Exception as exc:
         raise UnsupportedFormatError(f"{path}: Detectron2 could not build the model of this config: {first_line(exc)}") from exc
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UnsupportedFormatError(
-            f"{checkpoint} could not be read as plain weights ({first_line(exc)}); accelflow loads "
-            "checkpoints with weights_only=True: save {'model': model.state_dict()} only."
-        ) from exc
-    state = state.get("model", state) if isinstance(state, dict) else state
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelMismatchError(f"{checkpoint} does not fit the model of {path}: {first_line(exc)}") from exc
+    detections.load_weights(model, checkpoint, path, "model")
     model.cfg = cfg
     return model.eval()
 
@@ -252,10 +232,3 @@ def _version() -> str:
     import detectron2
 
     return detectron2.__version__
-
-
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
