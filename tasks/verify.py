@@ -212,7 +212,7 @@ def verify_candidates(model_file: str, format_name: str, converted, built: list,
         inputs = [Draw(label, arrays) for label, arrays in detections.image_draws(spec, draws)]
     else:
         inputs = random_draws(spec, int_ranges, draws)
-    base = runners.baseline(model_file, format_name, converted.onnx_path, converted.io, spec_lines, threads)
+    base = runners.reference(model_file, format_name, converted.onnx_path, converted.io, spec_lines, threads)
     reference = [_reference(base, d) for d in inputs]
     tolerance = (detections.tolerances if detector else tolerances)(gate, overrides)
     results = {}

@@ -404,3 +404,21 @@ def test_torchscript_baseline_on_cuda(tmp_path):
     cuda = torchscript.baseline_runner(path, spec, io, 1, device="cuda")
     x = [np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)]
     np.testing.assert_allclose(run_arrays(cuda, x)[0], run_arrays(cpu, x)[0], rtol=1e-3, atol=1e-4)
+
+
+def test_accuracy_reference_is_float32_on_the_cpu_when_candidates_run_on_a_gpu(tmp_path):
+    """A GPU baseline computes float32 in TF32 by default: on an H200 that alone failed a
+    float32 engine at the lossless gate. The reference is the original on the CPU."""
+    from tasks import runners
+
+    path = modelzoo.tiny_cnn_torchscript(str(tmp_path))
+    io = ModelIO(["input_0"], ["output_0"], {"kind": "tensor"}).to_dict()
+    lines = ["input_0:float(2*3*16*16)"]
+    try:
+        assert runners.reference(path, "torchscript", "", io, lines, 1) is runners.baseline(path, "torchscript", "", io, lines, 1)
+        runners.use_device("cuda")  # as once a GPU candidate is loaded
+        reference = runners.reference(path, "torchscript", "", io, lines, 1)
+        assert reference.device == "cpu" and "on " not in reference.label
+        assert reference is runners.baseline(path, "torchscript", "", io, lines, 1, device="cpu")
+    finally:
+        runners.release()
