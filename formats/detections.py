@@ -253,6 +253,52 @@ def package(model_dir: str, io: dict) -> dict:
 
 # ------------------------------------------------------------ what the framework modules share
 
+DEFAULT_OPSET = 17
+
+
+class DetectorBaseline:
+    """The original detector in its framework's own PyTorch inference, on the CPU. A format's
+    subclass says how to feed it (`prepare`), call it (`infer`) and read one image's result
+    (`instances`, a per-image detection dict)."""
+
+    def __init__(self, model, label: str, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch, self.model = torch, model
+        self.label = f"{label} (torch {torch.__version__})"
+
+    def run(self, feed):
+        with self.torch.no_grad(), quiet():
+            return self.infer(feed)
+
+    def outputs(self, raw) -> list[np.ndarray]:
+        return flat([self.instances(r) for r in raw])
+
+
+def export_features(graph, image, spec, out_dir: str, output_names: list[str], what: str) -> tuple[str, list[str]]:
+    """Trace the feature graph (one CHW image -> feature maps) and export it to ONNX with the
+    image's height and width dynamic where the tensor information lets them vary;
+    (ONNX path, input names)."""
+    import torch
+
+    from formats.errors import ConversionError, first_line
+    from formats.modelio import unique_onnx_names
+
+    leaf = spec.leaves[0]
+    input_names = unique_onnx_names([leaf.name])
+    axes = {input_names[0]: {a: f"{input_names[0]}_dim{a}" for a in leaf.shape.dynamic_axes}}
+    onnx_path = os.path.join(out_dir, "model.onnx")
+    try:
+        with torch.no_grad(), quiet():
+            traced = torch.jit.trace(graph, (image,), check_trace=False, strict=False)
+            torch.onnx.export(traced, (image,), onnx_path, input_names=input_names, output_names=output_names,
+                              dynamic_axes=axes, opset_version=DEFAULT_OPSET, do_constant_folding=True, dynamo=False)
+    except Exception as exc:
+        raise ConversionError(f"exporting the {what} to ONNX failed: {first_line(exc)}") from exc
+    return onnx_path, input_names
+
+
 _MAX_CONFIG_BYTES = 2_000_000
 
 

@@ -27,11 +27,10 @@ import numpy as np
 
 from formats import detections
 from formats.detections import quiet as _quiet
-from formats.errors import ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
-from formats.modelio import ModelIO, flat_structure, unique_onnx_names
+from formats.errors import MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
+from formats.modelio import ModelIO, flat_structure
 
 NAME = "detectron2"
-DEFAULT_OPSET = 17
 _LEAF = "input_0[0][image]"
 
 
@@ -96,26 +95,19 @@ def _instances(result: dict) -> dict:
     return out
 
 
-class Detectron2Baseline:
+class Detectron2Baseline(detections.DetectorBaseline):
     """The original detector in Detectron2: `model([{"image": ...}])` in eval mode."""
 
     def __init__(self, path: str, spec, io: ModelIO, threads: int):
-        import torch
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.model = load(path)
-        self.label = f"detectron2 {_version()} (torch {torch.__version__})"
+        super().__init__(load(path), f"detectron2 {_version()}", threads)
 
     def prepare(self, arrays):
         return [{"image": self.torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))}]
 
-    def run(self, feed):
-        with self.torch.no_grad(), _quiet():
-            return self.model(feed)
+    def infer(self, feed):
+        return self.model(feed)
 
-    def outputs(self, raw):
-        return detections.flat([_instances(r) for r in raw])
+    instances = staticmethod(_instances)
 
 
 def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> Detectron2Baseline:
@@ -197,17 +189,8 @@ def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]
     with torch.no_grad(), _quiet():
         names = list(model.backbone(graph_input(model, image)).keys())
         masks = "masks" in _instances(model([{"image": image}])[0])
-    input_names = unique_onnx_names([spec.leaves[0].name])
     output_names = [f"feature_{n}" for n in names]
-    axes = {input_names[0]: {a: f"{input_names[0]}_dim{a}" for a in spec.leaves[0].shape.dynamic_axes}}
-    onnx_path = os.path.join(out_dir, "model.onnx")
-    try:
-        with torch.no_grad(), _quiet():
-            traced = torch.jit.trace(graph, (image,), check_trace=False, strict=False)
-            torch.onnx.export(traced, (image,), onnx_path, input_names=input_names, output_names=output_names,
-                              dynamic_axes=axes, opset_version=DEFAULT_OPSET, do_constant_folding=True, dynamo=False)
-    except Exception as exc:
-        raise ConversionError(f"exporting the Detectron2 backbone to ONNX failed: {first_line(exc)}") from exc
+    onnx_path, input_names = detections.export_features(graph, image, spec, out_dir, output_names, "Detectron2 backbone")
     source = {"detector": NAME, "postprocess": "detectron2 proposal/RoI heads, box decoding and NMS in torch",
               "config": os.path.abspath(path), "checkpoint": os.path.abspath(checkpoint_for(path)),
               "feature_names": names, "score_thr": score_threshold(model.cfg),

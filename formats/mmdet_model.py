@@ -29,11 +29,10 @@ import numpy as np
 
 from formats import detections
 from formats.detections import quiet as _quiet
-from formats.errors import ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
-from formats.modelio import ModelIO, flat_structure, unique_onnx_names
+from formats.errors import MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
+from formats.modelio import ModelIO, flat_structure
 
 NAME = "mmdet"
-DEFAULT_OPSET = 17
 _MODEL_LINE = re.compile(r"^model\s*=\s*dict\(", re.M)
 
 
@@ -107,27 +106,20 @@ def _instances(sample) -> dict:
     return out
 
 
-class MMDetBaseline:
+class MMDetBaseline(detections.DetectorBaseline):
     """The original detector in MMDetection: `model.test_step` (data preprocessor, predict)."""
 
     def __init__(self, path: str, spec, io: ModelIO, threads: int):
-        import torch
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.model = load(path)
-        self.label = f"mmdet {_version()} (torch {torch.__version__})"
+        super().__init__(load(path), f"mmdet {_version()}", threads)
 
     def prepare(self, arrays):
         image = self.torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
         return {"inputs": [image], "data_samples": [_sample(image.shape)]}
 
-    def run(self, feed):
-        with self.torch.no_grad(), _quiet():
-            return self.model.test_step(feed)
+    def infer(self, feed):
+        return self.model.test_step(feed)
 
-    def outputs(self, raw):
-        return detections.flat([_instances(s) for s in raw])
+    instances = staticmethod(_instances)
 
 
 def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> MMDetBaseline:
@@ -211,17 +203,9 @@ def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]
     with torch.no_grad(), _quiet():
         features = graph(image)
         masks = "masks" in _instances(model.test_step({"inputs": [image], "data_samples": [_sample(image.shape)]})[0])
-    input_names = unique_onnx_names([spec.leaves[0].name])
     output_names = [f"feature_{i}" for i in range(len(features))]
-    axes = {input_names[0]: {a: f"{input_names[0]}_dim{a}" for a in spec.leaves[0].shape.dynamic_axes}}
-    onnx_path = os.path.join(out_dir, "model.onnx")
-    try:
-        with torch.no_grad(), _quiet():
-            traced = torch.jit.trace(graph, (image,), check_trace=False, strict=False)
-            torch.onnx.export(traced, (image,), onnx_path, input_names=input_names, output_names=output_names,
-                              dynamic_axes=axes, opset_version=DEFAULT_OPSET, do_constant_folding=True, dynamo=False)
-    except Exception as exc:
-        raise ConversionError(f"exporting the MMDetection backbone and neck to ONNX failed: {first_line(exc)}") from exc
+    onnx_path, input_names = detections.export_features(graph, image, spec, out_dir, output_names,
+                                                        "MMDetection backbone and neck")
     source = {"detector": NAME, "postprocess": "mmdet heads, box decoding and NMS in torch",
               "config": os.path.abspath(path), "checkpoint": os.path.abspath(checkpoint_for(path)),
               "score_thr": score_threshold(model.cfg), "max_detections": max_detections(model.cfg),

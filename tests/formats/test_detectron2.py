@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from formats import detect_format, detectron2_model, detections, tensor_info
+from tests.detector_checks import features_plus_heads_match
 
 
 def _detectron2_missing() -> str:
@@ -56,48 +57,16 @@ def detectors(tmp_path_factory):
     return {name: make_detectron2(name, out) for name in ("faster-rcnn-r18", "mask-rcnn-r18", "retinanet-r18")}
 
 
-class _Ort:
-    def __init__(self, onnx_path, io):
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-        self.io, self.label = io, "ort"
-
-    def prepare(self, arrays):
-        return {n: a.astype(np.float32) for n, a in zip(self.io.input_names, arrays)}
-
-    def run(self, feed):
-        return self.session.run(self.io.output_names, feed)
-
-    def outputs(self, raw):
-        return list(raw)
-
-
 @needs_detectron2
 @pytest.mark.parametrize("name", ["faster-rcnn-r18", "mask-rcnn-r18", "retinanet-r18"])
 def test_exported_backbone_plus_heads_give_the_original_detections(detectors, name, tmp_path):
-    from formats.runner import run_arrays
-
-    spec = tensor_info.parse(SPEC)
-    config = detectors[name]
-    onnx_path, io = detectron2_model.to_onnx(config, spec, str(tmp_path), [np.zeros((3, 288, 320), np.float32)])
-    base = detectron2_model.baseline_runner(config, spec, io, 2)
-    optimized = detections.candidate(_Ort(onnx_path, io), io.to_dict(), 2)
-    structure = io.source["detections_structure"]
-    refs, gots = [], []
-    for _, arrays in detections.image_draws(spec, 1):
-        refs.append(run_arrays(base, arrays))
-        gots.append(run_arrays(optimized, arrays))
-    found = [detections.per_image(r, structure)[0] for r in refs]
-    assert all(len(f["scores"]) > 0 for f in found), "the test detector finds nothing: nothing was compared"
+    found, accuracy = features_plus_heads_match(detectron2_model, detectors[name], tensor_info.parse(SPEC), tmp_path,
+                                                np.zeros((3, 288, 320), np.float32))
     # examples/make_detectors.py's initialisation: spread-out scores, not every score 1.0
     scores = np.concatenate([f["scores"] for f in found])
     assert scores.min() < 0.5 and np.mean(scores > 0.999) < 0.5, np.quantile(scores, [0, 0.5, 1])
     assert ("masks" in found[0]) == (name == "mask-rcnn-r18")
-    accuracy = detections.compare(refs, gots, structure, detections.tolerances("lossless"), io.source["score_thr"],
-                                  io.source["max_detections"])
     assert accuracy.passed, accuracy.reason
-    assert [o.output for o in accuracy.outputs] == ["detections", "masks"][:1 + ("masks" in found[0])]
 
 
 @needs_detectron2

@@ -11,6 +11,7 @@ import pytest
 
 from formats import detect_format, detections, find_model_file, mmdet_model, tensor_info
 from formats.errors import UnsupportedFormatError
+from tests.detector_checks import features_plus_heads_match
 
 
 def _mmdet_missing() -> str:
@@ -70,48 +71,14 @@ def detectors(tmp_path_factory):
     return {name: make_mmdet(name, out) for name in ("retinanet-r18", "faster-rcnn-r18", "mask-rcnn-r18")}
 
 
-class _Ort:
-    """A minimal engine runner over ONNX Runtime (the flow uses engines/)."""
-
-    def __init__(self, onnx_path, io):
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-        self.io, self.label = io, "ort"
-
-    def prepare(self, arrays):
-        return {n: a.astype(np.float32) for n, a in zip(self.io.input_names, arrays)}
-
-    def run(self, feed):
-        return self.session.run(self.io.output_names, feed)
-
-    def outputs(self, raw):
-        return list(raw)
-
-
 @needs_mmdet
 @pytest.mark.parametrize("name", ["retinanet-r18", "faster-rcnn-r18", "mask-rcnn-r18"])
 def test_exported_features_plus_heads_give_the_original_detections(detectors, name, tmp_path):
-    from formats.runner import run_arrays
-
-    spec = tensor_info.parse(SPEC)
-    config = detectors[name]
-    onnx_path, io = mmdet_model.to_onnx(config, spec, str(tmp_path), [np.zeros((3, 288, 320), np.float32)])
-    base = mmdet_model.baseline_runner(config, spec, io, 2)
-    optimized = detections.candidate(_Ort(onnx_path, io), io.to_dict(), 2)
-    structure = io.source["detections_structure"]
-    refs, gots = [], []
-    for label, arrays in detections.image_draws(spec, 1):
-        refs.append(run_arrays(base, arrays))
-        gots.append(run_arrays(optimized, arrays))
-    found = detections.per_image(refs[0], structure)[0]
-    assert len(found["scores"]) > 0, "the test detector finds nothing: nothing was compared"
-    assert ("masks" in found) == (name == "mask-rcnn-r18")
-    accuracy = detections.compare(refs, gots, structure, detections.tolerances("lossless"), io.source["score_thr"],
-                                  io.source["max_detections"])
+    found, accuracy = features_plus_heads_match(mmdet_model, detectors[name], tensor_info.parse(SPEC), tmp_path,
+                                                np.zeros((3, 288, 320), np.float32))
+    assert ("masks" in found[0]) == (name == "mask-rcnn-r18")
     assert accuracy.passed, accuracy.reason
     assert accuracy.outputs[0].cosine_similarity >= 0.98
-    assert [o.output for o in accuracy.outputs] == ["detections", "masks"][:1 + ("masks" in found)]
 
 
 @needs_mmdet
