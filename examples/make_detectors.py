@@ -137,14 +137,28 @@ def calibrate_detectron2(model, seed: int = 0, shape=(3, 320, 416), images: int 
     of synthetic images (formats/detections.py; another seed than the accuracy gate's images)."""
     import numpy as np
     import torch
-    from detectron2.layers import FrozenBatchNorm2d
 
     from formats.detections import synthetic_image
 
     model.eval()
     rng = np.random.default_rng(1000 + seed)
     inputs = [{"image": torch.from_numpy(synthetic_image(shape, rng))} for _ in range(images)]
-    batch = model.preprocess_image(inputs).tensor
+    # Layers with a bias and no norm after the ResNet (its convs have none: their norms are
+    # set from data), in order; FPN lateral convs are left as they are (only the FPN outputs
+    # are read downstream).
+    layers = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose2d))
+              and m.bias is not None and getattr(m, "norm", None) is None and "fpn_lateral" not in n]
+    backbone = [(n, m) for n, m in layers if n.startswith("backbone.")]
+    features = _calibrate_backbone(model, model.preprocess_image(inputs).tensor, backbone)
+    _calibrate_heads(model, inputs, features, layers[len(backbone):])
+
+
+def _calibrate_backbone(model, batch, layers: list) -> dict:
+    """Norms to their inputs' statistics and the backbone's layers to set output scales, in one
+    pass (each runs once per pass); the backbone's features."""
+    import torch
+    from detectron2.layers import FrozenBatchNorm2d
 
     # The last norm of each residual branch scales the branch down: a trained ResNet adds
     # small corrections to its residual stream; unit-variance random branches stacked 16 deep
@@ -160,34 +174,33 @@ def calibrate_detectron2(model, seed: int = 0, shape=(3, 320, 416), images: int 
         module.weight.fill_(_D2_RESIDUAL_SCALE if id(module) in last else 1.0)
         module.bias.zero_()
 
-    def rescale(name):  # forward hook of a layer run once per pass: scale it, and its output at once
+    def rescale(name):  # forward hook: scale the layer, and its output at once
         def hook(layer, _inputs, out):
             return out * _set_output_scale(name, layer, [out.detach().double()])
         return hook
 
-    # Layers with a bias and no norm after the ResNet (its convs have none: their norms were just
-    # set), in order; FPN lateral convs are left as they are (only the FPN outputs are read
-    # downstream). The backbone's run once per pass: set in the same pass as the norms.
-    layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose2d))
-              and m.bias is not None and getattr(m, "norm", None) is None and "fpn_lateral" not in n]
-    backbone = [(n, m) for n, m in layers if n.startswith("backbone.")]
     hooks = [m.register_forward_pre_hook(normalise) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
-    hooks += [m.register_forward_hook(rescale(n)) for n, m in backbone]
-    with torch.no_grad():
-        features = model.backbone(batch)
-    for h in hooks:
-        h.remove()
+    hooks += [m.register_forward_hook(rescale(n)) for n, m in layers]
+    try:
+        with torch.no_grad():
+            return model.backbone(batch)
+    finally:
+        for h in hooks:
+            h.remove()
 
-    # The heads run a layer several times per image (once per FPN level): one pass per layer,
-    # on the backbone's features, with at most 300 proposals (cheaper; statistics alike).
+
+def _calibrate_heads(model, inputs, features, layers: list) -> None:
+    """The heads run a layer several times per image (once per FPN level): one pass per layer,
+    on the backbone's features, with at most 300 proposals (cheaper; statistics alike)."""
+    import torch
+
     rpn = getattr(model, "proposal_generator", None)
     topk = rpn.post_nms_topk[False] if rpn is not None else None
     model.backbone.forward = lambda _tensor: features
     try:
         if rpn is not None:
             rpn.post_nms_topk[False] = min(topk, 300)
-        for name, layer in layers[len(backbone):]:
+        for name, layer in layers:
             seen = []
             hook = layer.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().double()))
             with torch.no_grad():
