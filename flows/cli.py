@@ -119,9 +119,11 @@ def run_inline(requests, batch_name: str, as_json: bool) -> int:
     from prefect import tags
 
     from flows.batch import optimize_batch
+    from flows.embedded import ensure_started
     from flows.optimize import optimize, preflight
 
     requests = [preflight(r)[0] for r in requests]  # every task checked before any starts
+    ensure_started()
     if len(requests) == 1:
         with tags(*requests[0].tags):
             results = [optimize.with_options(flow_run_name=requests[0].name)(request=requests[0])]
@@ -149,7 +151,10 @@ def _print_summary(result: dict) -> None:
 
 def _configure_logging(debug: bool) -> None:
     """Our progress lines on stderr; Prefect's console output only with --debug."""
+    from flows.embedded import prefer_patient_startup
+
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    prefer_patient_startup()
     if not debug:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")

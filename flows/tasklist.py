@@ -64,6 +64,9 @@ def user_state(flow_run) -> str:
 def client():
     from prefect.client.orchestration import get_client
 
+    from flows.embedded import ensure_started
+
+    ensure_started()
     return get_client(sync_client=True)
 
 

@@ -17,4 +17,7 @@ if [ "${ACCELFLOW_MMDET:-1}" != 0 ]; then
     EXTRAS=$EXTRAS,mmdet
 fi
 .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
+# Prefect's embedded server creates and migrates its SQLite database on first start, which
+# can outlast its start-up timeout on a slow machine; do it now, once.
+PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/prefect server database upgrade -y >/dev/null
 echo "installed into $(pwd)/.venv"
