@@ -1,6 +1,6 @@
 """The model repository: models and their versions on a local folder or S3-compatible storage.
 
-A repository lives under one root URI, opened through fsspec:
+A repository lives under one root URI, opened as a `tasks.storage.Store`:
 
 - a local folder (the default): a plain path or a ``file://`` URI;
 - S3-compatible object storage: ``s3://bucket/prefix``, through s3fs. The endpoint and the
@@ -14,25 +14,45 @@ Credentials never appear in the repository's URI, repr, messages or files.
 Storage layout::
 
     <root>/models/<name>/model.json                       {name, id, source, format, created}
-    <root>/models/<name>/versions/<version>/version.json  {version, id, created, files, sizes, extra}
-    <root>/models/<name>/versions/<version>/files/...     the version's home directory
+    <root>/models/<name>/versions/<version>/version.json  {version, id, upload, created, files, sizes, extra}
+    <root>/models/<name>/versions/<version>/files-<upload>/...   the version's home directory
 
-``files`` lists the home directory's files as relative POSIX paths and ``sizes`` maps each to
-its size in bytes. ``extra`` is free JSON metadata (an optimized model records its original
-model, version and task there).
+``upload`` is the random id of the add that wrote the version; its files are in
+``files-<upload>/``. (A ``version.json`` without ``upload``, written by older releases, has its
+files in ``files/``.) ``files`` lists the home directory's files as relative POSIX paths and
+``sizes`` maps each to its size in bytes. ``extra`` is free JSON metadata (an optimized model
+records its original model, version and task there). Both JSON files are checked when read:
+names must match their folders, ids are single safe path segments and no file entry can
+point outside the home directory.
 
-A version exists if and only if its ``version.json`` exists: adding a version copies the files
-first and writes ``version.json`` last, and a failed add removes what it wrote (best effort), so
-a reader never sees a partial version. ``model.json`` is written with the model's first version
-and removed again if that first version fails. Two concurrent first adds of the same new model
-are not serialized (object storage has no portable lock); the last ``model.json`` wins.
+A version exists if and only if its ``version.json`` exists. Adding a version:
+
+1. refuses early when the version's ``version.json`` is already there, or the model's
+   ``model.json`` has another source or format;
+2. copies the files into a folder of its own, ``files-<upload>/``, that no other writer touches.
+   The source is a local file or folder (a symbolic link inside it is refused: it could
+   upload a file from anywhere, say ~/.aws/credentials) or the URI of a file or folder in any
+   store, copied server side (CopyObject) within one S3 store;
+3. creates ``version.json`` exclusively (a conditional PUT on S3, a hard link locally): of
+   several concurrent adds of one version exactly one wins; the others remove their own
+   upload folder and fail with "already exists";
+4. creates ``model.json`` exclusively if the model is new; when another writer created it
+   first (concurrent first adds of different versions), its source and format must match,
+   else this add removes its own ``version.json`` and upload folder.
+
+So no version ever mixes two writers' files, and a failing add removes only what it wrote:
+never ``model.json``, a model folder, or another writer's upload. A writer that crashed
+mid-add, or whose create of ``version.json`` timed out (a store may still carry out a PUT it
+did not answer), leaves an unreferenced ``files-<upload>/`` folder: harmless, never read,
+removable by hand. A retried add with the caller's ``version_id`` finds its own earlier
+attempt's version and returns it. (A writer killed between steps 3 and 4 of a new model leaves a version that shows
+once the model's ``model.json`` is written by its next add.)
 
 This module is plain Python: no Prefect import.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -40,11 +60,12 @@ import os
 import posixpath
 import re
 import secrets
+import stat
 from dataclasses import dataclass, field
 
-import fsspec
-
 from formats.errors import RepositoryError
+from tasks.retry import is_transient
+from tasks.storage import Store, is_remote, repository_store
 
 DEFAULT_REPO = "./model-repo"
 REPO_ENV = "ACCELFLOW_REPO"
@@ -53,6 +74,7 @@ REPO_ENV = "ACCELFLOW_REPO"
 # refused, which also rules out "." and "..".
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _NAME_RULE = "1-128 characters of letters, digits, '.', '_' and '-', not starting with '.'"
+_LEGACY_HOME = "files"
 
 
 @dataclass
@@ -97,11 +119,15 @@ def parse_model_ref(ref: str) -> tuple[str, str] | None:
 
 def check_name(value: str, kind: str) -> str:
     """Refuse a model or version name that is not one safe path segment."""
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+    if not _is_segment(value):
         raise RepositoryError(
             f"invalid {kind} name {value!r}: use {_NAME_RULE}"
         )
     return value
+
+
+def _is_segment(value) -> bool:
+    return isinstance(value, str) and bool(_NAME_RE.fullmatch(value))
 
 
 def _now() -> str:
@@ -117,73 +143,145 @@ def _natural_key(text: str) -> list:
     return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
 
 
-def _storage_exceptions() -> tuple[type[BaseException], ...]:
-    """The errors that mean "the storage said no", as opposed to a bug in this module."""
-    errors: list[type[BaseException]] = [OSError]
-    try:  # botocore comes with s3fs; a local-only install may lack it
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        errors += [BotoCoreError, ClientError]
-    except ImportError:
-        pass
-    return tuple(errors)
+def _is_safe_relpath(rel) -> bool:
+    # Data from storage or a listing: never let it steer a copy outside the destination.
+    if not isinstance(rel, str) or not rel or rel.startswith("/"):
+        return False
+    if "\\" in rel or any(ord(c) < 32 for c in rel):
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
-def _local_files(src: str) -> list[tuple[str, str]]:
-    """(local path, relative POSIX path) for every file of ``src``, a file or a folder."""
-    if os.path.isfile(src):
-        return [(src, os.path.basename(src))]
-    if not os.path.isdir(src):
+def _join(store: Store, base: str, rel: str) -> str:
+    """`rel` (a checked relative POSIX path) under the store path `base`."""
+    if store.local:
+        return os.path.join(base, *rel.split("/"))
+    return posixpath.join(base, rel)
+
+
+# -- the JSON records --------------------------------------------------------------------------
+
+
+def _malformed(where: str, why: str) -> RepositoryError:
+    return RepositoryError(f"malformed {where}: {why}; it was not written by accelflow or was "
+                           "altered: restore it, or remove its folder")
+
+
+def _require_keys(data: dict, keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise _malformed(where, f"lacks {', '.join(map(repr, missing))}")
+    for key in keys:
+        if key not in ("files", "extra", "sizes") and not isinstance(data[key], str):
+            raise _malformed(where, f"{key!r} is not a string")
+
+
+def _checked_model(data: dict, folder: str, where: str) -> dict:
+    _require_keys(data, ("name", "id", "source", "format", "created"), where)
+    if data["name"] != folder:
+        raise _malformed(where, f"its name {data['name']!r} is not its folder's name {folder!r}")
+    if not _is_segment(data["id"]):
+        raise _malformed(where, f"its id {data['id']!r} is not a safe name")
+    return data
+
+
+def _checked_version(data: dict, folder: str, where: str) -> dict:
+    _require_keys(data, ("version", "id", "created", "files"), where)
+    if data["version"] != folder or not _is_segment(data["version"]):
+        raise _malformed(where, f"its version {data['version']!r} is not its folder's name {folder!r}")
+    for key in ("id", "upload"):
+        if key in data and not _is_segment(data[key]):
+            raise _malformed(where, f"its {key} {data[key]!r} is not a safe name")
+    if not isinstance(data["files"], list):
+        raise _malformed(where, "'files' is not a list")
+    for rel in data["files"]:
+        if not _is_safe_relpath(rel):
+            raise _malformed(where, f"file entry {rel!r} is not a relative path inside the version")
+    if not isinstance(data.get("extra") or {}, dict):
+        raise _malformed(where, "'extra' is not an object")
+    return data
+
+
+def _model_record(model: ModelEntry) -> dict:
+    record = dataclasses.asdict(model)
+    del record["versions"]  # derived from the version folders, never stored
+    return record
+
+
+def _home_name(record: dict) -> str:
+    upload = record.get("upload")
+    return f"files-{upload}" if upload else _LEGACY_HOME
+
+
+# -- what an add copies ------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    """The files to add: (store path, relative POSIX path, size) in `store`."""
+
+    store: Store
+    files: list[tuple[str, str, int]]
+
+
+def _local_source(src: str) -> _Source:
+    if not src:
+        raise RepositoryError("cannot add '': no such file or folder")
+    store = Store(src, error=RepositoryError)
+    root = store.root
+    if os.path.isfile(root):
+        _refuse_special(src, root)
+        return _Source(store, [(root, os.path.basename(root), os.path.getsize(root))])
+    if not os.path.isdir(root):
         raise RepositoryError(f"cannot add {src!r}: no such file or folder")
     found = []
-    for folder, _, names in os.walk(src):
-        for name in names:
-            path = os.path.join(folder, name)
-            found.append((path, os.path.relpath(path, src).replace(os.sep, "/")))
+    for path, rel in _walk(src, root):
+        _refuse_special(src, path)
+        found.append((path, rel, os.path.getsize(path)))
     if not found:
         raise RepositoryError(f"cannot add {src!r}: the folder holds no files")
-    return sorted(found, key=lambda pair: pair[1])  # version.json's file list is reproducible
+    return _Source(store, sorted(found, key=lambda item: item[1]))  # a reproducible file list
 
 
-def _safe_relpath(rel: str) -> str:
-    # version.json is data from storage: never let it steer a copy outside the destination.
-    parts = rel.split("/")
-    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise RepositoryError(f"malformed file entry {rel!r} in a version.json")
-    return rel
+def _walk(src: str, root: str):
+    """(path, relative POSIX path) of each file under `root`; refuses links, never follows one."""
+    for folder, dirs, names in os.walk(root):
+        for name in sorted(dirs + names):
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                # A link could upload a file from anywhere (say ~/.aws/credentials) to storage
+                # other people read.
+                raise RepositoryError(
+                    f"cannot add {src!r}: {path} is a symbolic link; links in a model folder are "
+                    "not followed: copy the real file in instead"
+                )
+        for name in names:
+            path = os.path.join(folder, name)
+            yield path, os.path.relpath(path, root).replace(os.sep, "/")
 
 
-# Uploads slower than this are taken for a stalled store (see _upload_deadline).
-_SLOWEST_UPLOAD_BYTES_PER_S = 256 * 1024
+def _refuse_special(src: str, path: str) -> None:
+    # A FIFO or a device would block the copy or stream without end.
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise RepositoryError(f"cannot add {src!r}: {path} is not a regular file")
 
 
-def _s3_timeout() -> float:
-    """Seconds an S3 call may wait to connect or for an answer (ACCELFLOW_S3_TIMEOUT)."""
-    return float(os.environ.get("ACCELFLOW_S3_TIMEOUT", "15"))
-
-
-def _open_remote(protocol: str, storage_options: dict | None) -> fsspec.AbstractFileSystem:
-    options = dict(storage_options or {})
-    if protocol in ("s3", "s3a"):
-        # A private instance sees the current environment (credentials, endpoint); fsspec's
-        # cache would hand back one built with an older environment. Fresh listings let a
-        # reader see versions another process just added.
-        options.setdefault("skip_instance_cache", True)
-        options.setdefault("use_listings_cache", False)
-        # Short timeouts and few retries per call: an unreachable store then fails a call in
-        # seconds, and tasks.retry retries the whole operation with backoff and says so.
-        timeout = _s3_timeout()
-        options.setdefault("config_kwargs", {"connect_timeout": timeout, "read_timeout": timeout,
-                                             "retries": {"total_max_attempts": 2}})
-    try:
-        fs = fsspec.filesystem(protocol, **options)
-    except (ImportError, ValueError) as exc:  # unknown protocol, or its package is missing
-        raise RepositoryError(
-            f"cannot open a {protocol}:// model repository: {exc}; use a local folder or s3://"
-        ) from exc
-    if hasattr(fs, "retries"):
-        fs.retries = 2  # s3fs's own retry loop (default 5), not an option of its constructor
-    return fs
+def _remote_source(src: str, options: dict | None) -> _Source:
+    store = Store(src, options, error=RepositoryError)
+    with store.errors(f"read the model to add from {store.uri}"):
+        try:
+            info = store.fs.info(store.root)
+        except FileNotFoundError:
+            raise RepositoryError(f"cannot add {store.uri}: no such file or folder") from None
+        if info.get("type") != "directory":
+            return _Source(store, [(store.root, posixpath.basename(store.root), int(info.get("size") or 0))])
+        listing = store.files(store.root)
+    if not listing:
+        raise RepositoryError(f"cannot add {store.uri}: the folder holds no files")
+    for rel in listing:
+        if not _is_safe_relpath(rel):
+            raise RepositoryError(f"cannot add {store.uri}: its file {rel!r} is not a safe relative path")
+    return _Source(store, [(posixpath.join(store.root, rel), rel, size) for rel, size in listing.items()])
 
 
 class ModelRepository:
@@ -191,142 +289,81 @@ class ModelRepository:
 
     def __init__(self, uri: str | None = None, storage_options: dict | None = None):
         uri = uri or os.environ.get(REPO_ENV) or DEFAULT_REPO
-        protocol, path = fsspec.core.split_protocol(str(uri))
-        self._local = protocol in (None, "file", "local")
-        if self._local:
-            self._root = os.path.abspath(os.path.expanduser(path))
-            self._uri = self._root
-            self._fs = fsspec.filesystem("file", auto_mkdir=True, skip_instance_cache=True)
-        else:
-            if "@" in path.split("/", 1)[0]:
-                raise RepositoryError(
-                    "credentials in the repository URI are not supported; set "
-                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or pass storage_options"
-                )
-            self._fs = _open_remote(protocol, storage_options)
-            self._root = self._fs._strip_protocol(path).rstrip("/")
-            self._uri = f"{protocol}://{self._root}"
+        self.store = repository_store(str(uri), storage_options)
 
     @property
     def uri(self) -> str:
         """The repository root: a local absolute path or ``protocol://bucket/prefix``."""
-        return self._uri
+        return self.store.uri
 
     def __repr__(self) -> str:
-        return f"ModelRepository({self._uri!r})"
+        return f"ModelRepository({self.uri!r})"
 
-    # -- paths -------------------------------------------------------------------------------
-
-    def _path(self, *parts: str) -> str:
-        if self._local:
-            return os.path.join(self._root, *parts)
-        return posixpath.join(self._root, *parts)
-
-    def _model_dir(self, name: str) -> str:
-        return self._path("models", name)
-
-    def _version_dir(self, name: str, version: str) -> str:
-        return self._path("models", name, "versions", version)
+    # -- paths (store paths) -----------------------------------------------------------------
 
     def _model_json(self, name: str) -> str:
-        return self._path("models", name, "model.json")
+        return self.store.path("models", name, "model.json")
 
     def _version_json(self, name: str, version: str) -> str:
-        return self._path("models", name, "versions", version, "version.json")
+        return self.store.path("models", name, "versions", version, "version.json")
 
-    def _home_path(self, name: str, version: str) -> str:
-        return self._path("models", name, "versions", version, "files")
-
-    def _home_uri(self, name: str, version: str) -> str:
-        home = self._home_path(name, version)
-        return home if self._local else f"{self._uri.split('://')[0]}://{home}"
-
-    @contextlib.contextmanager
-    def _storage_errors(self, action: str):
-        """Turn a storage failure into a RepositoryError that says what was being done where."""
-        try:
-            yield
-        except RepositoryError:
-            raise
-        except _storage_exceptions() as exc:
-            hint = ""
-            if "bucket" in str(exc).lower():
-                hint = ("; check the bucket name and the endpoint (AWS_ENDPOINT_URL_S3),"
-                        " or create the bucket")
-            raise RepositoryError(
-                f"could not {action} in repository {self._uri}: {type(exc).__name__}: {exc}{hint}"
-            ) from exc
+    def _home(self, name: str, version: str, record: dict) -> str:
+        return self.store.path("models", name, "versions", version, _home_name(record))
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _read_json(self, path: str) -> dict | None:
-        try:
-            data = self._fs.cat_file(path)
-        except FileNotFoundError:
-            return None
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise RepositoryError(f"malformed {path} in repository {self._uri}: {exc}") from exc
+    def _model_record(self, name: str) -> dict | None:
+        path = self._model_json(name)
+        data = self.store.read_json(path)
+        return None if data is None else _checked_model(data, name, self.store.uri_of(path))
 
-    def _write_json(self, path: str, data: dict) -> None:
-        body = json.dumps(data, indent=2, sort_keys=True).encode()
-        self._fs.pipe_file(path, body, **self._upload_deadline(len(body)))
+    def _version_record(self, name: str, version: str) -> dict | None:
+        path = self._version_json(name, version)
+        data = self.store.read_json(path)
+        return None if data is None else _checked_version(data, version, self.store.uri_of(path))
 
-    def _upload_deadline(self, size: int) -> dict:
-        """A whole-call deadline for an upload to S3. Its read timeout does not cover the wait
-        for "100 Continue" before a PUT body, so a store that stops answering there would
-        hang the upload forever (seen with a frozen server); fsspec cancels the call at it."""
-        if self._local:
-            return {}
-        return {"timeout": _s3_timeout() + size / _SLOWEST_UPLOAD_BYTES_PER_S}
-
-    def _children(self, path: str) -> list[str]:
-        try:
-            entries = self._fs.ls(path, detail=True)
-        except FileNotFoundError:
-            return []
-        dirs = [e["name"].rstrip("/") for e in entries if e["type"] == "directory"]
-        names = [posixpath.basename(d) for d in dirs]
-        return sorted({n for n in names if _NAME_RE.fullmatch(n)}, key=_natural_key)
+    def _names(self, folder: str) -> list[str]:
+        return sorted((n for n in self.store.children(folder) if _is_segment(n)), key=_natural_key)
 
     def _model_names(self) -> list[str]:
-        models = self._children(self._path("models"))
-        return [n for n in models if self._fs.exists(self._model_json(n))]
+        return [n for n in self._names(self.store.path("models")) if self.store.exists(self._model_json(n))]
 
     def _version_names(self, name: str) -> list[str]:
-        versions = self._children(self._path("models", name, "versions"))
-        return [v for v in versions if self._fs.exists(self._version_json(name, v))]
+        versions = self._names(self.store.path("models", name, "versions"))
+        return [v for v in versions if self.store.exists(self._version_json(name, v))]
 
     def _model(self, name: str) -> ModelEntry | None:
-        data = self._read_json(self._model_json(name))
+        data = self._model_record(name)
         if data is None:
             return None
-        try:
-            return ModelEntry(
-                name=data["name"], id=data["id"], source=data["source"], format=data["format"],
-                created=data["created"], versions=self._version_names(name),
-            )
-        except KeyError as exc:
-            raise RepositoryError(f"model.json of model {name!r} in {self._uri} lacks {exc}") from exc
+        return ModelEntry(name=data["name"], id=data["id"], source=data["source"], format=data["format"],
+                          created=data["created"], versions=self._version_names(name))
 
     def _require_model(self, name: str) -> ModelEntry:
         check_name(name, "model")
-        with self._storage_errors(f"read model {name!r}"):
+        with self.store.errors(f"read model {name!r}"):
             model = self._model(name)
             if model is None:
                 models = ", ".join(self._model_names()) or "(none: the repository is empty)"
                 raise RepositoryError(
-                    f"model {name!r} is not in repository {self._uri}; models: {models}. "
+                    f"model {name!r} is not in repository {self.uri}; models: {models}. "
                     f"Add one with: accelflow repo add {name} VERSION PATH --source S"
                 )
         return model
+
+    def _entry(self, model: ModelEntry, record: dict) -> VersionEntry:
+        home = self._home(model.name, record["version"], record)
+        return VersionEntry(
+            model=model.name, model_id=model.id, version=record["version"], id=record["id"],
+            created=record["created"], home=self.store.uri_of(home), files=list(record["files"]),
+            extra=dict(record.get("extra") or {}),
+        )
 
     # -- public reading API ------------------------------------------------------------------
 
     def list(self, source: str | None = None) -> list[ModelEntry]:
         """Every model, by name; with ``source``, only the models of that source."""
-        with self._storage_errors("list models"):
+        with self.store.errors("list models"):
             models = [self._model(n) for n in self._model_names()]
         return [m for m in models if m is not None and (source is None or m.source == source)]
 
@@ -338,134 +375,184 @@ class ModelRepository:
 
     def version(self, name: str, version: str) -> VersionEntry:
         """One version; a RepositoryError that lists what exists when it is missing."""
+        model, record = self._lookup(name, version)
+        return self._entry(model, record)
+
+    def _lookup(self, name: str, version: str) -> tuple[ModelEntry, dict]:
         model = self._require_model(name)
         check_name(version, "version")
-        with self._storage_errors(f"read version {name}@{version}"):
-            data = self._read_json(self._version_json(name, version))
-        if data is None:
+        with self.store.errors(f"read version {name}@{version}"):
+            record = self._version_record(name, version)
+        if record is None:
             raise RepositoryError(
                 f"model {name!r} has no version {version!r}; versions: "
                 f"{', '.join(model.versions) or '(none)'}. "
                 f"Add one with: accelflow repo add {name} {version} PATH --source {model.source}"
             )
-        return self._version_entry(model, data)
+        return model, record
 
-    def _version_entry(self, model: ModelEntry, data: dict) -> VersionEntry:
-        try:
-            return VersionEntry(
-                model=model.name, model_id=model.id, version=data["version"], id=data["id"],
-                created=data["created"], home=self._home_uri(model.name, data["version"]),
-                files=[_safe_relpath(f) for f in data["files"]], extra=dict(data.get("extra") or {}),
-            )
-        except KeyError as exc:
-            raise RepositoryError(
-                f"version.json of {model.name} in {self._uri} lacks {exc}"
-            ) from exc
+    def copy_version(self, name: str, version: str, dest: Store, dest_path: str) -> list[str]:
+        """Copy a version's files under `dest_path`, a store path of `dest` (see `Store.path`);
+        server side when both are S3 with the same options. Returns the relative paths copied."""
+        _, record = self._lookup(name, version)
+        home = self._home(name, version, record)
+        with self.store.errors(f"copy {name}@{version} to {dest.uri_of(dest_path)}"):
+            for rel in record["files"]:
+                dest.copy_file(self.store, _join(self.store, home, rel), _join(dest, dest_path, rel))
+        return list(record["files"])
 
     def fetch(self, name: str, version: str, dest: str) -> str:
         """Copy a version's home directory into the local folder ``dest``; returns ``dest``."""
-        entry = self.version(name, version)
-        home = self._home_path(name, version)
-        with self._storage_errors(f"fetch {name}@{version} to {dest}"):
-            for rel in entry.files:
-                target = os.path.join(dest, *rel.split("/"))
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                self._fs.get_file(self._join(home, rel), target)
+        target = Store(dest, error=RepositoryError)
+        self.copy_version(name, version, target, target.root)
         return dest
 
     def local_home(self, name: str, version: str) -> str | None:
         """The home directory's local path when the repository is local (use it in place), else None."""
-        if not self._local:
+        if not self.store.local:
             return None
         return self.version(name, version).home
-
-    def _join(self, home: str, rel: str) -> str:
-        return os.path.join(home, *rel.split("/")) if self._local else posixpath.join(home, rel)
 
     # -- adding ------------------------------------------------------------------------------
 
     def add(self, name: str, version: str, src: str, *, source: str, format: str,
             extra: dict | None = None, model_id: str | None = None,
             version_id: str | None = None) -> VersionEntry:
-        """Add ``src`` (a local file or folder) as a new version of model ``name``.
+        """Add ``src`` as a new version of model ``name``: a local file or folder, or the URI
+        of a file or folder in any store (copied server side within one S3 store).
 
         ``model_id`` (used only when the model is new) and ``version_id`` let a caller name
-        folders after the ids before the add; by default they are generated.
+        folders after the ids before the add; by default they are generated. An add whose
+        ``version_id`` is already the version's id is taken as done (an earlier attempt of the
+        same add whose answer was lost) and returns that version.
         """
         check_name(name, "model")
         check_name(version, "version")
         _check_label(source, "source")
         _check_label(format, "format")
         extra = _check_extra(extra)
-        files = _local_files(os.fspath(src))
-        with self._storage_errors(f"add {name}@{version}"):
-            model = self._model_for_add(name, source, format, model_id)
-            self._refuse_existing(model, version)
-            return self._write_version(model, version, files, extra, version_id)
+        for value, kind in ((model_id, "model_id"), (version_id, "version_id")):
+            if value is not None and not _is_segment(value):
+                raise RepositoryError(f"invalid {kind} {value!r}: use {_NAME_RULE}")
+        pending = ModelEntry(name=name, id=model_id or _new_id(), source=source, format=format, created=_now())
+        with self.store.errors(f"add {name}@{version}"):
+            files = self._source(os.fspath(src))
+            model = self._model_for_add(name, source, format)
+            record = self._refuse_existing(name, version, version_id)
+            if record is None:
+                record = self._upload_version(name, version, files, extra, version_id)
+            return self._finish(model, pending, record)
 
-    def _model_for_add(self, name: str, source: str, format: str, model_id: str | None) -> ModelEntry:
+    def _source(self, src: str) -> _Source:
+        if not is_remote(src):
+            return _local_source(src)
+        # The repository's credentials and endpoint serve a source in the same kind of store,
+        # and make a copy inside one S3 store server side (Store.same_backend).
+        same_kind = not self.store.local and src.split("://", 1)[0] == self.store.protocol
+        return _remote_source(src, self.store.storage_options if same_kind else None)
+
+    def _model_for_add(self, name: str, source: str, format: str) -> ModelEntry | None:
         model = self._model(name)
-        if model is None:  # written with the first version, see _write_version
-            return ModelEntry(name=name, id=model_id or _new_id(), source=source, format=format, created=_now())
+        if model is not None:
+            self._check_model_matches(model, source, format)
+        return model
+
+    def _check_model_matches(self, model: ModelEntry, source: str, format: str) -> None:
         for key, wanted in (("source", source), ("format", format)):
             have = getattr(model, key)
             if have != wanted:
                 raise RepositoryError(
-                    f"model {name!r} in {self._uri} has {key} {have!r}, not {wanted!r}; add the "
+                    f"model {model.name!r} in {self.uri} has {key} {have!r}, not {wanted!r}; add the "
                     f"version with --{key} {have}, or under another model name"
                 )
-        return model
 
-    def _refuse_existing(self, model: ModelEntry, version: str) -> None:
-        if version in model.versions:
-            raise RepositoryError(
-                f"model {model.name!r} already has version {version!r} in {self._uri}; "
-                f"versions: {', '.join(model.versions)}. Choose a new version name"
-            )
-        # A folder without version.json is what a crashed add left behind: not a version.
-        self._remove_quietly(self._version_dir(model.name, version))
+    def _refuse_existing(self, name: str, version: str, version_id: str | None) -> dict | None:
+        """Refuse before uploading anything when the version is there; never touches a version
+        folder without version.json (another writer's add in progress uses it)."""
+        record = self._version_record(name, version)
+        if record is None:
+            return None
+        if version_id is not None and record["id"] == version_id:
+            return record
+        raise self._exists_error(name, version, f"added {record['created']} by another writer")
 
-    def _write_version(self, model: ModelEntry, version: str, files: list[tuple[str, str]],
-                       extra: dict, version_id: str | None = None) -> VersionEntry:
-        first = not model.versions
+    def _exists_error(self, name: str, version: str, how: str) -> RepositoryError:
+        versions = ", ".join(self._version_names(name)) or version
+        return RepositoryError(
+            f"model {name!r} already has version {version!r} in {self.uri}: {name}@{version} "
+            f"already exists ({how}); versions: {versions}. Choose a new version name"
+        )
+
+    def _upload_version(self, name: str, version: str, source: _Source, extra: dict,
+                        version_id: str | None) -> dict:
+        """Copy into this add's own folder, then claim the version; returns its version.json."""
+        upload = secrets.token_hex(8)
+        folder = self.store.path("models", name, "versions", version, f"files-{upload}")
         try:
-            sizes = self._copy_files(model.name, version, files)
-            if first:
-                self._write_json(self._model_json(model.name), _model_record(model))
-            record = {"version": version, "id": version_id or _new_id(), "created": _now(),
-                      "files": list(sizes), "sizes": sizes, "extra": extra}
-            self._write_json(self._version_json(model.name, version), record)
+            for path, rel, _ in source.files:
+                self.store.copy_file(source.store, path, _join(self.store, folder, rel))
         except BaseException:
-            self._undo_add(model.name, version, first)
+            self.store.remove_quietly(folder)  # this add's own folder: nobody else writes there
             raise
-        model.versions.append(version)
-        return self._version_entry(model, record)
+        sizes = {rel: size for _, rel, size in source.files}
+        record = {"version": version, "id": version_id or _new_id(), "upload": upload, "created": _now(),
+                  "files": list(sizes), "sizes": sizes, "extra": extra}
+        return self._claim_version(name, version, folder, record)
 
-    def _copy_files(self, name: str, version: str, files: list[tuple[str, str]]) -> dict[str, int]:
-        home = self._home_path(name, version)
-        sizes = {}
-        for path, rel in files:
-            sizes[rel] = os.path.getsize(path)
-            self._fs.put_file(path, self._join(home, rel), **self._upload_deadline(sizes[rel]))
-        return sizes
+    def _claim_version(self, name: str, version: str, folder: str, record: dict) -> dict:
+        path = self._version_json(name, version)
+        try:
+            created = self.store.create_json(path, record)
+        except BaseException as exc:
+            self._drop_unclaimed(name, version, folder, record, exc)
+            raise
+        if created:
+            return record
+        self.store.remove_quietly(folder)
+        winner = self._version_record(name, version)
+        if winner is not None and winner["id"] == record["id"]:
+            return winner  # an earlier attempt of this same add (same version_id) landed
+        raise self._exists_error(
+            name, version, "another writer added it while this add was uploading; nothing of this add was kept")
 
-    def _undo_add(self, name: str, version: str, first: bool) -> None:
-        self._remove_quietly(self._version_dir(name, version))
-        with contextlib.suppress(Exception):
-            if first and not self._version_names(name):
-                self._remove_quietly(self._model_dir(name))
+    def _drop_unclaimed(self, name: str, version: str, folder: str, record: dict, exc: BaseException) -> None:
+        """Remove the upload after a failed create of version.json, unless that create may
+        still land: a timed-out PUT can be carried out later, and a version.json pointing at
+        a removed folder would be a broken version; an unreferenced folder is harmless."""
+        if not is_transient(exc):
+            self.store.remove_quietly(folder)
+            return
+        try:
+            winner = self._version_record(name, version)
+        except Exception:  # noqa: BLE001 - the store is still away: keep the folder
+            return
+        if winner is not None and winner.get("upload") != record["upload"]:
+            self.store.remove_quietly(folder)  # another writer won: ours can never be referenced
 
-    def _remove_quietly(self, path: str) -> None:
-        # Cleanup is best effort: the error that made us clean up is the one to report.
-        with contextlib.suppress(Exception):
-            if self._fs.exists(path):
-                self._fs.rm(path, recursive=True)
+    def _finish(self, model: ModelEntry | None, pending: ModelEntry, record: dict) -> VersionEntry:
+        """Make sure model.json exists (it is written after the version), and return the entry."""
+        if model is None:
+            model = self._claim_model(pending, record)
+        return self._entry(model, record)
 
+    def _claim_model(self, pending: ModelEntry, record: dict) -> ModelEntry:
+        try:
+            if self.store.create_json(self._model_json(pending.name), _model_record(pending)):
+                return pending
+            existing = self._model(pending.name)
+            if existing is None:
+                raise RepositoryError(f"model.json of {pending.name!r} in {self.uri} was removed during this add")
+            self._check_model_matches(existing, pending.source, pending.format)
+            return existing
+        except BaseException:
+            self._withdraw(pending.name, record)
+            raise
 
-def _model_record(model: ModelEntry) -> dict:
-    record = dataclasses.asdict(model)
-    del record["versions"]  # derived from the version folders, never stored
-    return record
+    def _withdraw(self, name: str, record: dict) -> None:
+        """Take back this add's own version (its version.json, then its files), nothing else."""
+        version = record["version"]
+        self.store.remove_quietly(self._version_json(name, version))
+        self.store.remove_quietly(self._home(name, version, record))
 
 
 def _check_label(value: str, kind: str) -> None:

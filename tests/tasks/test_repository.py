@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 
 import pytest
 
@@ -50,7 +50,7 @@ def test_add_file(repo, model_file):
     assert isinstance(entry, VersionEntry)
     assert (entry.model, entry.version, entry.files, entry.extra) == ("resnet", "v1", ["model.onnx"], {})
     assert len(entry.id) == 8 and len(entry.model_id) == 8
-    assert entry.home.endswith("models/resnet/versions/v1/files")
+    assert re.search(r"models/resnet/versions/v1/files-[0-9a-f]{16}$", entry.home)
     assert repo.version("resnet", "v1") == entry
 
 
@@ -141,26 +141,26 @@ def test_missing_source_path(repo, tmp_path):
         repo.add("m", "v1", str(tmp_path / "nope"), source="uploaded", format="onnx")
 
 
-def _fail_on_nth_put(monkeypatch, repo, n):
-    real = repo._fs.put_file
+def _fail_on_nth_copy(monkeypatch, repo, n):
+    real = repo.store.copy_file
     calls = []
 
-    def put_file(*args, **kwargs):
+    def copy_file(*args, **kwargs):
         calls.append(args)
         if len(calls) == n:
             raise OSError("disk went away")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(repo._fs, "put_file", put_file)
+    monkeypatch.setattr(repo.store, "copy_file", copy_file)
 
 
 def _stored_paths(repo) -> list[str]:
-    root = repo._path("models")
-    return repo._fs.find(root) if repo._fs.exists(root) else []
+    root = repo.store.path("models")
+    return repo.store.fs.find(root) if repo.store.exists(root) else []
 
 
 def test_failed_add_of_new_model_leaves_nothing(repo, model_dir, monkeypatch):
-    _fail_on_nth_put(monkeypatch, repo, 2)
+    _fail_on_nth_copy(monkeypatch, repo, 2)
     with pytest.raises(RepositoryError, match="disk went away"):
         repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
     assert repo.list() == []
@@ -169,7 +169,7 @@ def test_failed_add_of_new_model_leaves_nothing(repo, model_dir, monkeypatch):
 
 def test_failed_add_keeps_existing_versions(repo, model_dir, model_file, monkeypatch):
     repo.add("m", "v1", model_file, source="uploaded", format="onnx")
-    _fail_on_nth_put(monkeypatch, repo, 3)
+    _fail_on_nth_copy(monkeypatch, repo, 3)
     with pytest.raises(RepositoryError):
         repo.add("m", "v2", model_dir, source="uploaded", format="onnx")
     assert repo.show("m").versions == ["v1"]
@@ -179,43 +179,77 @@ def test_failed_add_keeps_existing_versions(repo, model_dir, model_file, monkeyp
 
 
 def test_failed_version_json_write_leaves_no_version(repo, model_file, monkeypatch):
-    real = repo._fs.pipe_file
+    real = repo.store.create
 
-    def pipe_file(path, data, **kwargs):
+    def create(path, data):
         if path.endswith("version.json"):
             raise OSError("write refused")
-        return real(path, data, **kwargs)
+        return real(path, data)
 
-    monkeypatch.setattr(repo._fs, "pipe_file", pipe_file)
+    monkeypatch.setattr(repo.store, "create", create)
     with pytest.raises(RepositoryError, match="write refused"):
         repo.add("m", "v1", model_file, source="uploaded", format="onnx")
     assert repo.list() == [] and _stored_paths(repo) == []
 
 
-def test_source_vanishing_mid_copy(repo, model_dir):
-    # A dangling symlink is a file that os.walk lists and that cannot be read.
+def test_dangling_symlink_in_source_refused(repo, model_dir):
+    # A link is refused before anything is copied, dangling or not.
     os.symlink("/nonexistent/target", os.path.join(model_dir, "zz-gone.bin"))
-    with pytest.raises(AccelflowError):
+    with pytest.raises(AccelflowError, match="zz-gone.bin is a symbolic link"):
         repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
     assert repo.list() == [] and _stored_paths(repo) == []
 
 
-def test_leftover_of_crashed_add_is_not_a_version(repo, model_file):
+def test_leftover_of_crashed_add_is_never_read_nor_removed(repo, model_file):
+    # A crashed add leaves its own upload folder and no version.json: not a version. It may
+    # as well be another writer's add in progress, so a later add leaves it alone.
     repo.add("m", "v1", model_file, source="uploaded", format="onnx")
-    repo._fs.pipe_file(repo._path("models", "m", "versions", "v2", "files", "junk"), b"x")
+    leftover = repo.store.path("models", "m", "versions", "v2", "files-0123456789abcdef", "junk")
+    repo.store.write(leftover, b"x")
     assert repo.show("m").versions == ["v1"]
     entry = repo.add("m", "v2", model_file, source="uploaded", format="onnx")
-    assert entry.files == ["model.onnx"]
-    assert not repo._fs.exists(repo._path("models", "m", "versions", "v2", "files", "junk"))
+    assert entry.files == ["model.onnx"] and "files-0123456789abcdef" not in entry.home
+    assert repo.store.exists(leftover)
 
 
 def test_version_json_layout(repo, model_file):
-    repo.add("m", "v1", model_file, source="uploaded", format="onnx", extra={"task": "t1"})
-    record = json.loads(repo._fs.cat_file(repo._path("models", "m", "versions", "v1", "version.json")))
-    assert set(record) == {"version", "id", "created", "files", "sizes", "extra"}
+    entry = repo.add("m", "v1", model_file, source="uploaded", format="onnx", extra={"task": "t1"})
+    record = repo.store.read_json(repo.store.path("models", "m", "versions", "v1", "version.json"))
+    assert set(record) == {"version", "id", "upload", "created", "files", "sizes", "extra"}
     assert record["sizes"] == {"model.onnx": os.path.getsize(model_file)}
-    model = json.loads(repo._fs.cat_file(repo._path("models", "m", "model.json")))
+    assert entry.home.endswith(f"/files-{record['upload']}")
+    model = repo.store.read_json(repo.store.path("models", "m", "model.json"))
     assert set(model) == {"name", "id", "source", "format", "created"}
+
+
+def test_version_written_by_older_releases_has_its_files_in_files(repo, model_file, tmp_path):
+    # No "upload" in version.json: the home directory is files/, as the old layout had it.
+    store = repo.store
+    store.write_json(store.path("models", "old", "model.json"), {
+        "name": "old", "id": "0a1b2c3d", "source": "uploaded", "format": "onnx", "created": "2024-01-01"})
+    store.write(store.path("models", "old", "versions", "v1", "files", "sub", "m.onnx"), b"old bytes")
+    store.write_json(store.path("models", "old", "versions", "v1", "version.json"), {
+        "version": "v1", "id": "deadbeef", "created": "2024-01-01", "files": ["sub/m.onnx"],
+        "sizes": {"sub/m.onnx": 9}, "extra": {}})
+    entry = repo.version("old", "v1")
+    assert entry.home == store.uri_of(store.path("models", "old", "versions", "v1", "files"))
+    repo.fetch("old", "v1", str(tmp_path / "got"))
+    assert (tmp_path / "got" / "sub" / "m.onnx").read_bytes() == b"old bytes"
+    assert repo.add("old", "v2", model_file, source="uploaded", format="onnx").model_id == "0a1b2c3d"
+    assert repo.show("old").versions == ["v1", "v2"]
+
+
+def test_copy_version_into_another_store(repo, model_dir, tmp_path):
+    from tasks.storage import Store
+
+    repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
+    dest = Store(str(tmp_path / "results"))
+    copied = repo.copy_version("m", "v1", dest, dest.path("x", "model"))
+    assert copied == ["config.json", "weights/deep/empty.txt", "weights/w.bin"]
+    assert _tree(tmp_path / "results" / "x" / "model") == _tree(model_dir)
+    inside = repo.copy_version("m", "v1", repo.store, repo.store.path("elsewhere"))  # same store
+    assert inside == copied
+    assert repo.store.read_bytes(repo.store.path("elsewhere", "weights", "w.bin")) == _tree(model_dir)["weights/w.bin"]
 
 
 def test_extra_must_be_json(repo, model_file):
@@ -242,7 +276,7 @@ def test_secret_never_shown(repo, model_file):
             call()
         texts.append(str(err.value))
     assert not any(secret in text for text in texts)
-    stored = b"".join(repo._fs.cat_file(p) for p in _stored_paths(repo))
+    stored = b"".join(repo.store.fs.cat_file(p) for p in _stored_paths(repo))
     assert secret.encode() not in stored
 
 
@@ -333,5 +367,5 @@ def test_parse_model_ref_bad_names():
 
 
 def test_unknown_protocol_refused():
-    with pytest.raises(RepositoryError, match="cannot open a nope:// model repository"):
+    with pytest.raises(RepositoryError, match="cannot open nope:// storage.*use a local folder or s3://"):
         ModelRepository("nope://bucket/x")
