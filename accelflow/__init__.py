@@ -4,6 +4,7 @@ The public Python API is one call:
 
     import accelflow
     model = accelflow.load("results/my-task")   # a result folder written by `accelflow optimize`
+    model = accelflow.load("s3://bucket/results/my-task")   # or its URI: downloaded once, checked, cached
     outputs = model(*inputs)                     # same input nesting and output kind as the original
 
 A Stable Diffusion pipeline's result loads as a diffusers pipeline (load returns it too):
@@ -16,14 +17,16 @@ __version__ = "0.1.0"
 
 
 def load(folder: str, threads: int | None = None):
-    """Load an optimized model folder; see engines.result.OptimizedModel."""
+    """Load an optimized model folder or result URI; see engines.result.OptimizedModel."""
     from engines.result import load as _load
+    from tasks.publish import local_copy
 
-    return _load(folder, threads)
+    return _load(local_copy(folder), threads)
 
 
 def load_pipeline(folder: str, threads: int | None = None):
-    """Load an optimized Stable Diffusion pipeline folder; see engines.pipeline_result."""
+    """Load an optimized Stable Diffusion pipeline folder or result URI; see engines.pipeline_result."""
     from engines.pipeline_result import load_pipeline as _load_pipeline
+    from tasks.publish import local_copy
 
-    return _load_pipeline(folder, threads)
+    return _load_pipeline(local_copy(folder), threads)

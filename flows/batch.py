@@ -65,13 +65,12 @@ def _summarise(children: list[dict]) -> None:
 
 def submit(requests: list[OptimizeRequest], batch_name: str) -> list[dict]:
     """Create the tasks on the server and return at once with their names and ids."""
-    _check_server(requests)
     if len(requests) == 1:
         return [_submit_one(requests[0])]
     return optimize_batch.with_options(flow_run_name=batch_name)(requests=requests, submit=True)
 
 
-def _check_server(requests: list[OptimizeRequest]) -> None:
+def check_server(requests: list[OptimizeRequest]) -> None:
     from prefect.settings import PREFECT_API_URL
 
     from flows.tasklist import client
@@ -98,4 +97,4 @@ def _why(exc: Exception) -> str:
     return "not found" if type(exc).__name__ == "ObjectNotFound" else f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["optimize_batch", "submit", "deployment_name", "SubmitError"]
+__all__ = ["optimize_batch", "submit", "check_server", "deployment_name", "SubmitError"]

@@ -101,10 +101,14 @@ def run_optimize(args) -> int:
 
 
 def _submit(requests, batch_name: str, as_json: bool) -> int:
-    from flows.batch import submit
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.batch import check_server, submit
+    from flows.inputs import prepare_for_submit
     from flows.request import check_request
 
-    requests = [check_request(r, local=False) for r in requests]
+    check_server(requests)
+    requests = [prepare_for_submit(check_request(r, local=False), PREFECT_API_URL.value()) for r in requests]
     tasks = submit(requests, batch_name)
     if as_json:
         print(json.dumps(tasks, indent=2))
@@ -134,19 +138,20 @@ def run_inline(requests, batch_name: str, as_json: bool) -> int:
     else:
         for result in results:
             _print_summary(result)
-    return 0 if all(r.get("result_folder") for r in results) else 1
+    return 0 if all(r.get("result_uri") for r in results) else 1
 
 
 def _print_summary(result: dict) -> None:
     from reports.render import console_summary
     from reports.results import TaskReport
 
-    if not result.get("report_json"):
+    from tasks.publish import read_report
+
+    if not result.get("result_uri"):
         print(f"{result['name']}: {result.get('state', 'failed').lower()}: {result.get('reason', '')}")
         return
-    with open(result["report_json"], encoding="utf-8") as f:
-        report = TaskReport.from_dict(json.load(f))
-    print(console_summary(report, result["result_folder"]))
+    report = TaskReport.from_dict(read_report(result["result_uri"]))
+    print(console_summary(report, result["result_uri"]))
 
 
 def _configure_logging(debug: bool) -> None:

@@ -17,7 +17,8 @@ from flows.request import OptimizeRequest, check_request
 from flows.stopping import StopWatcher
 from formats import diffusers_pipeline
 from formats.runner import thread_count
-from tasks import package, pipeline, runners, steps
+from tasks import fetch, package, pipeline, publish, runners, steps
+from tasks.storage import is_remote
 from tasks.benchmark import TimingPlan
 from tasks.report import assemble, candidates_of, engine_notes, select
 
@@ -32,6 +33,11 @@ def locate_model(request: OptimizeRequest) -> str | None:
     from tasks.repository import ModelRepository, parse_model_ref
     from tasks.verify import check_overrides
 
+    from tasks.fetch import remote_home
+    from tasks.storage import is_remote
+
+    if is_remote(request.model):  # sniffed once fetched: only its presence is checked here
+        return remote_home(request.model)
     ref = parse_model_ref(request.model)
     if ref is None:
         fmt = detect_format(find_model_file(request.model, request.model_file))
@@ -49,18 +55,25 @@ def preflight(request: OptimizeRequest) -> tuple[OptimizeRequest, str]:
     return request, package.check_output_path(request.output, locate_model(request))
 
 
+def _run_has_ended(claim: dict) -> bool:
+    """Whether the flow run that claimed a result folder has ended (or is gone from the server)."""
+    from flows.tasklist import run_has_ended
+
+    return run_has_ended(claim.get("flow_run_id", ""))
+
+
 @flow(name="optimize", persist_result=False, validate_parameters=True)
 def optimize(request: OptimizeRequest):
     from prefect.runtime import flow_run
     from prefect.states import Cancelled
 
     request, output = preflight(request)
-    created_output = not os.path.exists(output)
+    created_output = not is_remote(output) and not os.path.exists(output)
     staging = package.start_staging(output)
     watcher = StopWatcher(flow_run.get_id(), time_limit=request.time_limit)
     with watcher, memory_limit(request.memory_limit_gb):
         try:
-            return _optimize_into(request, output, staging)
+            return _optimize_into(request, output, staging, str(flow_run.get_id()))
         except BaseException as exc:
             package.discard(staging, output if created_output else None)
             if watcher.requested:
@@ -74,15 +87,16 @@ def optimize(request: OptimizeRequest):
             pipeline.release()
 
 
-def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
+def _optimize_into(request: OptimizeRequest, output: str, staging: package.Staging, run_id: str) -> dict:
     progress, threads = Progress(), thread_count()
-    work = os.path.join(staging, "work")
+    work = os.path.join(staging.path, "work")
     with progress.step("fetch model"):
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work)
+        request = request.model_copy(update={"samples": fetch.local_file(request.samples, work)})
     if fetched.format == diffusers_pipeline.NAME:  # several networks: each optimized, then the whole
         from flows.optimize_pipeline import optimize_pipeline_into
 
-        return optimize_pipeline_into(request, fetched, output, staging, progress, threads)
+        return optimize_pipeline_into(request, fetched, output, staging, progress, threads, run_id)
     task_name = request.name
     with progress.step("parse tensor information"):
         lines = steps.parse_tensor_info(request.tensor_info)
@@ -116,7 +130,7 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: str) -> dict:
         chosen = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
         report.notes.extend(engine_notes(chosen.engine_config))
     with progress.step("package"):
-        result = _package(request, fetched, task_name, chosen, converted, report, staging, output)
+        result = _package(request, fetched, task_name, chosen, converted, report, staging, output, run_id)
     _publish(report, result)
     return result
 
@@ -147,37 +161,24 @@ def _overheads(request: OptimizeRequest, progress: Progress) -> dict[str, float]
     }
 
 
-def _package(request, fetched, task_name, chosen, converted, report, staging, output) -> dict:
+def _package(request, fetched, task_name, chosen, converted, report, staging, output, run_id) -> dict:
     from reports.render import write_report
     from tasks.manifest import manifest_for
 
     manifest = manifest_for(task_name, request, fetched, chosen, converted, report)
-    paths = package.package_result(staging, chosen.folder, manifest, report, write_report)
-    folder = package.finalize(staging, output, task_name)
-    return {
-        "task_name": task_name,
-        "result_folder": folder,
-        "model_folder": os.path.join(folder, "model"),
-        "report_json": os.path.join(folder, os.path.basename(paths["json"])),
-        "report_markdown": os.path.join(folder, os.path.basename(paths["markdown"])),
-        "report_html": os.path.join(folder, os.path.basename(paths["html"])),
-        "speedup": report.speedup,
-        "engine": report.engine,
-        "engine_version": report.engine_version,
-        "precision": report.precision,
-        "accuracy_passed": report.accuracy.passed,
-        "model": fetched.name,
-        "version": fetched.version,
-        "model_id": fetched.model_id,
-        "version_id": fetched.version_id,
-        "level": request.level,
-        "device": request.device,
-    }
+    package.package_result(staging, chosen.folder, manifest, report, write_report)
+    return publish_result(staging, output, request, fetched, report, run_id)
+
+
+def publish_result(staging, output: str, request, fetched, report, run_id: str) -> dict:
+    """Publish the packaged result and return the row the task list keeps of it."""
+    uri = publish.publish(staging, output, request.name, run_id, claim_is_stale=_run_has_ended)
+    return publish.result_row(uri, request, fetched, report)
 
 
 def _publish(report, result: dict) -> None:
     """The report on the flow run page (markdown, latency table) and the result the task list reads."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     from flows.progress import quietly
     from flows.tasklist import RESULT_ARTIFACT
@@ -186,6 +187,9 @@ def _publish(report, result: dict) -> None:
     quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
     quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))
     quietly(lambda: create_table_artifact([result], key=RESULT_ARTIFACT, description="accelflow result"))
+    link = result["report_html"]
+    quietly(lambda: create_link_artifact(link if "://" in link else f"file://{link}", link_text="report.html",
+                                         description=f"the optimization report; the result is at {result['result_uri']}"))
 
 
 __all__ = ["optimize", "preflight"]

@@ -24,10 +24,10 @@ verify_component = steps.as_step(pipeline.verify_component, "verify component ac
 benchmark_component = steps.as_step(pipeline.benchmark_component, "benchmark component")
 
 
-def optimize_pipeline_into(request, fetched, output: str, staging: str, progress, threads: int) -> dict:
+def optimize_pipeline_into(request, fetched, output: str, staging, progress, threads: int, run_id: str) -> dict:
     from flows.optimize import _build_all, _overheads, _publish
 
-    work, path = os.path.join(staging, "work"), fetched.model_file
+    work, path = os.path.join(staging.path, "work"), fetched.model_file
     if request.qat:
         raise ModelMismatchError("--qat is for models trained with quantization-aware training; a Stable "
                                  "Diffusion pipeline is optimized at --level fp16 or lossless. Drop --qat.")
@@ -56,7 +56,7 @@ def optimize_pipeline_into(request, fetched, output: str, staging: str, progress
         timings = dict(progress.timings, **_overheads(request, progress))
         report = pipeline_report.assemble(request.name, request, fetched, components, summary, timings, notes)
     with progress.step("package"):
-        result = _package(request, fetched, specs, chosen, converted, report, staging, output)
+        result = _package(request, fetched, specs, chosen, converted, report, staging, output, run_id)
     _publish(report, result)
     return result
 
@@ -150,21 +150,13 @@ def _reselect(candidates: list, built: list, chosen: dict, name: str, pick) -> N
     chosen[name] = next(b for b in built if b.key == f"{pick.engine}-{pick.precision}")
 
 
-def _package(request, fetched, specs, chosen, converted, report, staging, output) -> dict:
+def _package(request, fetched, specs, chosen, converted, report, staging, output, run_id) -> dict:
+    from flows.optimize import publish_result
     from reports.render import write_report
 
     pipe = pipeline.original(fetched.model_file)
-    folder, carried = pipeline_report.pipeline_folder(fetched.model_file, os.path.join(staging, "work"), specs,
+    folder, carried = pipeline_report.pipeline_folder(fetched.model_file, os.path.join(staging.path, "work"), specs,
                                                       chosen, converted, pipe)
     manifest = pipeline_report.manifest_for(request.name, request, fetched, report, carried)
-    paths = package.package_result(staging, folder, manifest, report, write_report)
-    result_folder = package.finalize(staging, output, request.name)
-    return {
-        "task_name": request.name, "result_folder": result_folder,
-        "model_folder": os.path.join(result_folder, "model"),
-        **{f"report_{kind}": os.path.join(result_folder, os.path.basename(p)) for kind, p in paths.items()},
-        "speedup": report.speedup, "engine": report.engine, "engine_version": report.engine_version,
-        "precision": report.precision, "accuracy_passed": report.accuracy.passed,
-        "model": fetched.name, "version": fetched.version, "model_id": fetched.model_id,
-        "version_id": fetched.version_id, "level": request.level, "device": request.device,
-    }
+    package.package_result(staging, folder, manifest, report, write_report)
+    return publish_result(staging, output, request, fetched, report, run_id)

@@ -15,7 +15,7 @@ _OPTIONS = (
     (("--tensor-info-file",), "tensor_info_file", {"metavar": "FILE", "help": "tensor information, one line per input tensor"}, None),
     (("--level",), "level", {"help": "fp16 (default) or lossless"}, "fp16"),
     (("--device",), "device", {"help": "deployment machine type (default cpu)"}, "cpu"),
-    (("--output",), "output", {"metavar": "PATH", "help": "folder the result folder is written under"}, None),
+    (("--output",), "output", {"metavar": "PATH|URI", "help": "folder or URI (s3://bucket/prefix) the result is published under (default $ACCELFLOW_RESULTS, or the server's Prefect variable accelflow-results)"}, None),
     (("--resource-group",), "resource_group", {"help": "resource group (work queue) of the machine type, for --submit"}, None),
     (("--name",), "name", {"help": "task name (default <model>-<level>)"}, None),
     (("--tag",), "tags", {"action": "append", "help": "a tag; repeatable"}, None),
@@ -65,8 +65,6 @@ def request_fields(args, editing: bool = False) -> dict:
         fields["int_ranges"] = int_ranges(ranges)
     if fields["tags"] is None and not editing:
         fields["tags"] = []
-    if not editing and fields["output"] is None:
-        raise AccelflowError("--output PATH is required: the folder the result is written under.")
     return {k: v for k, v in fields.items() if v is not None or not editing}
 
 

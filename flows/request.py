@@ -10,6 +10,10 @@ from pydantic import BaseModel, Field
 import engines
 from formats import tensor_info
 from formats.errors import SpecError
+from tasks.storage import is_remote
+
+RESULTS_ENV = "ACCELFLOW_RESULTS"
+RESULTS_VARIABLE = "accelflow-results"
 
 
 class OptimizeRequest(BaseModel):
@@ -17,7 +21,9 @@ class OptimizeRequest(BaseModel):
 
     model: str = Field(description="model path, or NAME@VERSION in the model repository")
     tensor_info: list[str] = Field(description="one line per input tensor: element:dtype(shape)")
-    output: str = Field(description="folder the result folder is written under")
+    output: str | None = Field(None, description="folder or URI (s3://bucket/prefix) the result is published "
+                               "under; default: the server's results location (ACCELFLOW_RESULTS or the "
+                               "Prefect variable accelflow-results)")
     level: str = Field("fp16", description="fp16 or lossless")
     device: str = Field("cpu", description="deployment machine type")
     name: str | None = Field(None, description="task name; default <model>-<level>")
@@ -80,7 +86,7 @@ def check_request(request: OptimizeRequest, local: bool = True) -> OptimizeReque
     if local:
         engines.candidates(level, device, request.engine, request.engine_version, request.qat)
     lines = tensor_info.parse(request.tensor_info).lines()
-    if request.samples and not os.path.isfile(request.samples):
+    if request.samples and not is_remote(request.samples) and not os.path.isfile(request.samples):
         raise SpecError(f"--samples file not found: {request.samples}")
     _check_int_ranges(request.int_ranges)
     name = request.name or default_task_name(request.model, "qat" if request.qat else level)
@@ -96,7 +102,7 @@ def _absolute_locations(request: OptimizeRequest) -> dict:
     started from another folder (a relative path or the default repository would not)."""
     from tasks.repository import ModelRepository, parse_model_ref
 
-    fields = {"output": _absolute(request.output), "repo": ModelRepository(request.repo).uri}
+    fields = {"output": _absolute(results_location(request.output)), "repo": ModelRepository(request.repo).uri}
     if parse_model_ref(request.model) is None:
         fields["model"] = _absolute(request.model)
     if request.samples:
@@ -105,7 +111,32 @@ def _absolute_locations(request: OptimizeRequest) -> dict:
 
 
 def _absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+    return path if is_remote(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def results_location(output: str | None) -> str:
+    """Where a result is published: --output, else the results location of this machine
+    (ACCELFLOW_RESULTS), else the server-wide one (the Prefect variable accelflow-results)."""
+    location = output or os.environ.get(RESULTS_ENV) or server_results_location()
+    if not location:
+        raise SpecError(
+            "--output is required: the folder or URI (s3://bucket/prefix) the result is published under. "
+            f"Or set a default for everyone: prefect variable set {RESULTS_VARIABLE} s3://bucket/results "
+            f"(server-wide), or export {RESULTS_ENV}=... (this machine)."
+        )
+    return location
+
+
+def server_results_location() -> str | None:
+    """The Prefect variable, when a server is configured (the embedded one has no shared settings)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return None
+    from prefect.variables import Variable
+
+    value = Variable.get(RESULTS_VARIABLE, default=None)
+    return str(value) if value else None
 
 
 def default_task_name(model: str, level: str) -> str:

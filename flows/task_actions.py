@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 
 from flows.tasklist import (
@@ -36,11 +33,17 @@ def show_task(ref: str) -> dict:
 
 
 def _read_report(result: dict) -> dict | None:
-    path = result.get("report_json")
-    if not path or not os.path.isfile(path):
+    """The report from the result's URI; None (with the reason in `result`) when unreadable."""
+    from tasks.publish import ResultError, read_report
+
+    uri = result.get("result_uri") or result.get("result_folder")
+    if not uri:
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        return read_report(uri)
+    except ResultError as exc:
+        result["unreadable"] = str(exc)
+        return None
 
 
 def _children(c, run) -> list[dict]:
@@ -75,19 +78,24 @@ def tag_task(ref: str, add: list[str], remove: list[str]) -> list[str]:
     return tags
 
 
-def delete_task(ref: str, force: bool = False) -> dict:
-    """Remove a task and its working outputs; never a copy saved to the repository."""
+def delete_task(ref: str, force: bool = False, keep_files: bool = False) -> dict:
+    """Remove a task and its result; never a copy saved to the repository. The result is
+    removed only where its manifest names this task's run and it lies under a trusted
+    results location (publish.delete): the URI comes from an artifact anyone could write."""
+    from flows.request import server_results_location
+    from tasks.publish import delete, trusted_roots
+
     with client() as c:
         run = find_task(c, ref)
         if user_state(run) in ACTIVE:
             if not force:
                 raise TaskError(f"task {run.name!r} is {user_state(run)}; stop it first or pass --force.")
             stop_task(str(run.id))
-        folder = task_result(c, run).get("result_folder")
-        if folder and os.path.isdir(folder):
-            shutil.rmtree(folder)
+        result = task_result(c, run)
+        uri = result.get("result_uri") or result.get("result_folder")
+        removed = [] if keep_files or not uri else delete(uri, str(run.id), trusted_roots([server_results_location()]))
         c.delete_flow_run(run.id)
-    return {"id": str(run.id), "name": run.name, "removed": folder or None}
+    return {"id": str(run.id), "name": run.name, "removed": uri if removed else None, "files": len(removed)}
 
 
 def save_task_to_repository(ref: str):
@@ -98,9 +106,8 @@ def save_task_to_repository(ref: str):
         if user_state(run) != "accelerated":
             raise TaskError(f"task {run.name!r} is {user_state(run)}; only accelerated tasks can be saved.")
         result = task_result(c, run)
-    if not result.get("result_folder") or not os.path.isdir(result["result_folder"]):
-        raise TaskError(f"the result folder of task {run.name!r} is gone ({result.get('result_folder')}); "
-                        "re-accelerate it to save it.")
+    if not (result.get("result_uri") or result.get("result_folder")):
+        raise TaskError(f"task {run.name!r} recorded no result; re-accelerate it to save it.")
     return save_task(str(run.id), run.name, run.parameters["request"], result)
 
 

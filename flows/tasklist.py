@@ -186,6 +186,16 @@ def task_result(c, run) -> dict:
     return _facts(artifacts).get(str(run.id), {}).get("result", {})
 
 
+def run_has_ended(run_id: str) -> bool:
+    """Whether a flow run is over (a final state) or unknown to the server."""
+    try:
+        with client() as c:
+            run = c.read_flow_run(uuid.UUID(run_id))
+    except Exception:  # noqa: BLE001 - ObjectNotFound or a malformed id: nobody is writing for it
+        return True
+    return bool(run.state and run.state.is_final())
+
+
 def wait_until_final(c, run_id, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:

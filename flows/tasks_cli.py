@@ -21,7 +21,8 @@ def register(verbs) -> None:
     _verb(sub, "save", cmd_save, "save an accelerated task to the model repository", [
         (("task",), {"metavar": "TASK"}), (("--json",), {"action": "store_true"})])
     _verb(sub, "delete", cmd_delete, "delete a task and its working outputs", [
-        (("task",), {"metavar": "TASK"}), (("--force",), {"action": "store_true", "help": "stop it first if running"})])
+        (("task",), {"metavar": "TASK"}), (("--force",), {"action": "store_true", "help": "stop it first if running"}),
+        (("--keep-files",), {"action": "store_true", "help": "delete the task only, keep its result's files"})])
     _verb(sub, "tag", cmd_tag, "add or remove tags", [
         (("task",), {"metavar": "TASK"}), (("--add",), {"action": "append", "default": []}),
         (("--remove",), {"action": "append", "default": []})])
@@ -80,6 +81,8 @@ def _render_details(d: dict) -> str:
         lines += [f"  {c['name']:40} {c['state']}" for c in d["children"]]
     if d.get("report"):
         lines += _report_lines(d["report"], d["result"])
+    elif d.get("result", {}).get("unreadable"):
+        lines.append(f"report: not readable here: {d['result']['unreadable']}")
     return "\n".join(lines)
 
 
@@ -87,7 +90,7 @@ def _report_lines(report: dict, result: dict) -> list[str]:
     from reports.render import console_summary
     from reports.results import TaskReport
 
-    return ["report:", *["  " + l for l in console_summary(TaskReport.from_dict(report), result["result_folder"]).splitlines()]]
+    return ["report:", *["  " + l for l in console_summary(TaskReport.from_dict(report), result.get("result_uri") or result["result_folder"]).splitlines()]]
 
 
 def cmd_stop(args) -> int:
@@ -108,8 +111,8 @@ def cmd_save(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    outcome = task_actions.delete_task(args.task, force=args.force)
-    removed = f"; removed {outcome['removed']}" if outcome["removed"] else ""
+    outcome = task_actions.delete_task(args.task, force=args.force, keep_files=args.keep_files)
+    removed = f"; removed {outcome['removed']} ({outcome['files']} files)" if outcome["removed"] else ""
     print(f"deleted {outcome['name']}{removed}")
     return 0
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 from formats import detect_format, find_model_file, model_home
+from formats.errors import SpecError, UnsupportedFormatError
 
 
 @dataclass
@@ -32,6 +34,10 @@ def fetch_model(model: str, repo_uri: str | None, model_file: str | None, scratc
     from tasks.repository import ModelRepository, parse_model_ref
     from tasks.retry import with_retries
 
+    from tasks.storage import is_remote
+
+    if is_remote(model):
+        return _remote_model(model, model_file, scratch)
     ref = parse_model_ref(model)
     if ref is None:
         return _local_model(model, model_file)
@@ -56,3 +62,48 @@ def _local_model(path: str, model_file: str | None) -> FetchedModel:
         name=stem or "model", version="local", home=model_home(path),
         model_file=os.path.abspath(model_path), format=fmt.NAME,
     )
+
+
+def remote_home(uri: str) -> str:
+    """A model URI's home directory: the folder it names, or the folder of the file it names
+    (fetched whole, as a version's home is: an ONNX model's external data lives there)."""
+    from tasks.storage import Store
+
+    store = Store(uri, error=UnsupportedFormatError)
+    with store.errors(f"find the model {uri}"):
+        if store.fs.isdir(store.root):
+            return store.uri
+        if not store.fs.isfile(store.root):
+            raise UnsupportedFormatError(f"model not found: {uri}. Give the URI of a model file or folder.")
+    return store.uri.rsplit("/", 1)[0]
+
+
+def _remote_model(uri: str, model_file: str | None, scratch: str) -> FetchedModel:
+    from tasks.retry import with_retries
+    from tasks.storage import Store
+
+    home_uri = with_retries(lambda: remote_home(uri), f"find {uri}")
+    home = os.path.join(scratch, "model")
+    store = Store(home_uri, error=UnsupportedFormatError)
+    with store.errors(f"fetch the model {home_uri}"):
+        with_retries(lambda: [store.get_file(store.path(rel), os.path.join(home, *rel.split("/")))
+                              for rel in store.files(store.root)], f"fetch {home_uri}")
+    named = model_file or (None if home_uri == Store(uri).uri else uri.rsplit("/", 1)[1])
+    fetched = _local_model(home, named)
+    stem = os.path.splitext(os.path.basename(uri.rstrip("/")))[0]
+    return dataclasses.replace(fetched, name=stem or "model", source="uri", repo=home_uri)
+
+
+def local_file(path: str | None, scratch: str) -> str | None:
+    """A local copy of a file given by URI (samples a worker reads); a local path as it is."""
+    from tasks.storage import Store, is_remote
+
+    if not path or not is_remote(path):
+        return path
+    store = Store(path, error=SpecError)
+    target = os.path.join(scratch, "inputs", os.path.basename(store.root))
+    with store.errors(f"fetch {path}"):
+        if not store.fs.isfile(store.root):
+            raise SpecError(f"--samples file not found: {path}")
+        store.get_file(store.root, target)
+    return target

@@ -4,25 +4,27 @@ Every file of the original model version's home directory is copied into
 `<output>/m-<model id>/mv-<version id>/`, the optimized model into its `model/` subfolder
 and the report beside it; the folder is then registered as a new version of the model
 `<original>-optimized` (source `optimized`), recording the original model, version and task.
-The folder is assembled under a `.partial-*` name and renamed at the end, and the
-repository writes a version's metadata last, so a failed save leaves no partial registration.
+
+Output, result and repository may each be a local folder or a URI: copies inside one object
+store happen server side, never through this machine. The version id is new for every save,
+so nothing else writes into its folder; a failed save removes the folder, and the repository
+writes a version's metadata last, so it registers nothing half-saved.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-import shutil
 
 from formats.errors import RepositoryError
-from tasks.package import PARTIAL_PREFIX, slug
+from tasks import publish
+from tasks.package import slug
 from tasks.repository import ModelRepository, VersionEntry, parse_model_ref
 from tasks.retry import with_retries
+from tasks.storage import Store, is_remote
 
 OPTIMIZED_SOURCE = "optimized"
 OPTIMIZED_FORMAT = "accelflow"
-REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
 def optimized_model_name(model: str) -> str:
@@ -36,22 +38,29 @@ def _stable_id(repo_uri: str, name: str) -> str:
 
 def save_task(task_id: str, task_name: str, request: dict, result: dict) -> VersionEntry:
     """Copy, then register; returns the new repository version."""
+    result_uri = result.get("result_uri") or result["result_folder"]
+    record = publish.read_manifest(result_uri)
+    if record["flow_run_id"] != task_id:
+        raise publish.ResultError(f"the result at {result_uri} belongs to flow run {record['flow_run_id']}, "
+                                  f"not to task {task_name!r}; re-accelerate the task to save it.")
     repository = ModelRepository(request.get("repo"))
     name = optimized_model_name(result["model"])
     version = f"{result['version']}-{slug(task_name)}"[:128]
     _refuse_if_saved(repository, name, version, task_name)
     model_id = _existing_id(repository, name) or _stable_id(repository.uri, name)
     version_id = secrets.token_hex(4)
-    folder = os.path.join(request["output"], f"m-{model_id}", f"mv-{version_id}")
-    _assemble(repository, request, result, folder)
+    output = Store(request["output"], error=RepositoryError)
+    folder = output.path(f"m-{model_id}", f"mv-{version_id}")
     try:
+        with output.errors(f"save task {task_name!r}"):
+            _assemble(repository, request, result_uri, record, output, folder)
         return with_retries(
-            lambda: repository.add(name, version, folder, source=OPTIMIZED_SOURCE, format=OPTIMIZED_FORMAT,
-                                   extra=_lineage(task_id, task_name, result), model_id=model_id,
-                                   version_id=version_id),
+            lambda: repository.add(name, version, output.uri_of(folder), source=OPTIMIZED_SOURCE,
+                                   format=OPTIMIZED_FORMAT, extra=_lineage(task_id, task_name, result),
+                                   model_id=model_id, version_id=version_id),
             f"save {name}@{version}", lambda: _added_before(repository, name, version, version_id))
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        output.remove_quietly(folder)
         raise
 
 
@@ -79,36 +88,39 @@ def _existing_id(repository, name: str) -> str | None:
         return None
 
 
-def _assemble(repository, request: dict, result: dict, folder: str) -> None:
-    """Build the saved folder under a temporary name beside it, then rename it into place."""
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f"{PARTIAL_PREFIX}{os.path.basename(folder)}")
-    try:
-        _copy_original(repository, request, result, staging)
-        shutil.copytree(os.path.join(result["result_folder"], "model"), os.path.join(staging, "model"))
-        for report in REPORT_FILES:
-            shutil.copy2(os.path.join(result["result_folder"], report), staging)
-        os.rename(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def _assemble(repository, request: dict, result_uri: str, record: dict, output: Store, folder: str) -> None:
+    """The original version's files, then the optimized model and the reports over them."""
+    with_retries(lambda: _copy_original(repository, request, output, folder), "copy the original model")
+    wanted = [f for f in record["files"] if f.startswith("model/") or f in publish.REPORT_FILES]
+    with_retries(lambda: publish.copy_into(result_uri, wanted, output, folder), "copy the optimized model")
 
 
-def _copy_original(repository, request: dict, result: dict, dest: str) -> None:
+def _copy_original(repository, request: dict, output: Store, folder: str) -> None:
     ref = parse_model_ref(request["model"])
     if ref is not None:
-        repository.fetch(*ref, dest)
+        repository.copy_version(*ref, output, folder)
         return
-    os.makedirs(dest, exist_ok=True)
-    source = request["model"]
-    if os.path.isdir(source):
-        shutil.copytree(source, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-        return
+    source, files = _original_files(request["model"])
+    for path, rel in files:
+        output.copy_file(source, path, output.join(folder, rel))
+
+
+def _original_files(model: str) -> tuple[Store, list[tuple[str, str]]]:
+    """The model's home directory: the folder given, or the folder of the file given."""
+    import os
+
+    if is_remote(model):
+        from tasks.fetch import remote_home
+
+        home = Store(remote_home(model), error=RepositoryError)
+        return home, [(home.path(rel), rel) for rel in home.files(home.root)]
+    home = Store(model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model)), error=RepositoryError)
+    if os.path.isdir(model):
+        return home, [(home.path(rel), rel) for rel in home.files(home.root) if not rel.startswith(".")]
     from formats.onnx_model import companion_files
 
-    for path in [source, *companion_files(source)]:
-        shutil.copy2(path, dest)
+    paths = [os.path.abspath(model), *companion_files(model)]
+    return home, [(p, os.path.relpath(p, home.root).replace(os.sep, "/")) for p in paths]
 
 
 def _lineage(task_id: str, task_name: str, result: dict) -> dict:

@@ -12,6 +12,7 @@ import pytest
 
 from formats.errors import RepositoryError
 from tasks.repository import ModelRepository
+from tasks.publish import read_manifest
 from tasks.save import optimized_model_name, save_task
 from tests import modelzoo
 from tests.conftest import MotoServer, set_s3_env
@@ -54,6 +55,7 @@ def optimized(prefect_server, repo_uri, tmp_path):
     request = OptimizeRequest(model="cnn@v1", repo=repo_uri, tensor_info=["input_0:float(1*3*16*16)"],
                               output=str(tmp_path / "out"), engine="onnxruntime", draws=1, bench_seconds=0.2)
     result = optimize(request=request)
+    result["task_id"] = read_manifest(result["result_uri"])["flow_run_id"]
     return request.model_dump(), result
 
 
@@ -77,7 +79,7 @@ def _save_in_thread(request, result):
 
     def run():
         try:
-            box["entry"] = save_task("task-1", "cnn-job", request, result)
+            box["entry"] = save_task(result["task_id"], "cnn-job", request, result)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             box["error"] = exc
 
@@ -140,5 +142,5 @@ def test_save_fails_cleanly_when_the_store_stays_away_and_leaves_no_version(stor
     assert _versions(repo_uri, optimized_model_name("cnn")) == []  # no partial version shows
     saved_dirs = [d for d in os.listdir(request["output"]) if d.startswith("m-")]
     assert all(not os.listdir(os.path.join(request["output"], d)) for d in saved_dirs)  # local copy removed
-    entry = save_task("task-1", "cnn-job", request, result)  # the store is back: a new save works
+    entry = save_task(result["task_id"], "cnn-job", request, result)  # the store is back: a new save works
     assert _versions(repo_uri, entry.model) == [entry.version]

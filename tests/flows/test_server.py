@@ -33,13 +33,14 @@ def _free_port() -> int:
 class Service:
     """`accelflow server` in a subprocess, and the environment to talk to it."""
 
-    def __init__(self, home: str, s3_endpoint: str):
+    def __init__(self, home: str, s3_endpoint: str, results_root: str):
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.env = dict(
             os.environ, PREFECT_HOME=home, PREFECT_API_URL=self.api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false",
             AWS_ACCESS_KEY_ID=S3_TEST_KEY, AWS_SECRET_ACCESS_KEY=S3_TEST_SECRET, AWS_DEFAULT_REGION="us-east-1",
             AWS_ENDPOINT_URL_S3=s3_endpoint, AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+            ACCELFLOW_RESULT_ROOTS=results_root,  # the tests' outputs: where `tasks delete` may remove results
         )
         server_env = {k: v for k, v in self.env.items() if k != "PREFECT_API_URL"}
         self.process = subprocess.Popen(
@@ -63,8 +64,8 @@ class Service:
                 return True
         return False
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=self.env,
+    def cli(self, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None):
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=dict(self.env, **(env or {})),
                               capture_output=True, text=True, timeout=timeout)
         if check:
             assert proc.returncode == 0, f"accelflow {' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
@@ -89,7 +90,8 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, s3_server):
-    svc = Service(str(tmp_path_factory.mktemp("prefect-home")), s3_server.endpoint_url)
+    svc = Service(str(tmp_path_factory.mktemp("prefect-home")), s3_server.endpoint_url,
+                  str(tmp_path_factory.getbasetemp()))
     yield svc
     if svc.process.poll() is None:
         svc.stop()
@@ -285,6 +287,12 @@ def test_tags_delete_and_refusals(service, repo, tmp_path):
     assert folder.is_dir()
     service.cli("tasks", "delete", "tagged")
     assert not folder.exists() and "tagged" not in service.tasks()
+    _accelerated(service, repo, tmp_path / "elsewhere", "untrusted")
+    outside = service.cli("tasks", "delete", "untrusted", check=False, env={"ACCELFLOW_RESULT_ROOTS": "/srv/none"})
+    assert outside.returncode == 2 and "not under a configured results location" in outside.stderr
+    assert (tmp_path / "elsewhere" / "untrusted").is_dir() and "untrusted" in service.tasks()
+    service.cli("tasks", "delete", "untrusted", "--keep-files", env={"ACCELFLOW_RESULT_ROOTS": "/srv/none"})
+    assert (tmp_path / "elsewhere" / "untrusted").is_dir() and "untrusted" not in service.tasks()
     unknown = service.cli("tasks", "show", "no-such-task", check=False)
     assert unknown.returncode == 2 and "no task named 'no-such-task'" in unknown.stderr
 

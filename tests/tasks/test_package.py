@@ -46,10 +46,11 @@ def test_output_that_is_a_file_is_refused(tmp_path):
 def test_finalize_renames_atomically_and_never_overwrites(tmp_path):
     first = package.start_staging(str(tmp_path))
     (open(os.path.join(first, "a"), "w")).close()
-    assert package.finalize(first, str(tmp_path), "job-bert-v1#1") == str(tmp_path / "job-bert-v1-1")
+    assert package.finalize_local(first, str(tmp_path), "job-bert-v1#1") == str(tmp_path / "job-bert-v1-1")
     second = package.start_staging(str(tmp_path))
-    assert package.finalize(second, str(tmp_path), "job-bert-v1#1") == str(tmp_path / "job-bert-v1-1-2")
+    assert package.finalize_local(second, str(tmp_path), "job-bert-v1#1") == str(tmp_path / "job-bert-v1-1-2")
     assert os.listdir(tmp_path / "job-bert-v1-1") == ["a"]
+    assert sorted(os.listdir(tmp_path)) == ["job-bert-v1-1", "job-bert-v1-1-2"]  # no staging or lock left
 
 
 def test_discard_removes_staging_and_an_output_folder_it_created(tmp_path):
@@ -64,12 +65,29 @@ def test_discard_removes_staging_and_an_output_folder_it_created(tmp_path):
     assert os.listdir(kept) == ["other-result"]
 
 
-def test_stale_partials_are_removed_fresh_ones_kept(tmp_path):
-    stale = tmp_path / ".partial-old"
+def test_unlocked_partials_of_an_older_accelflow_go_once_old_young_ones_stay(tmp_path):
+    stale = tmp_path / ".partial-host~123-old"
     stale.mkdir()
     os.utime(stale, (0, 0))
+    young = tmp_path / ".partial-host~124-young"
+    young.mkdir()
     fresh = package.start_staging(str(tmp_path))
-    assert not stale.exists() and os.path.isdir(fresh)
+    assert not stale.exists() and young.exists() and os.path.isdir(fresh)
+
+
+def test_a_live_staging_folder_is_locked_and_kept(tmp_path):
+    live = package.start_staging(str(tmp_path))
+    assert package.remove_stale_partials(str(tmp_path)) == []
+    assert os.path.isdir(live.path) and os.path.isfile(live.lock_path)
+    live.discard()
+    assert os.listdir(tmp_path) == []
+
+
+def test_uri_outputs_stage_in_local_scratch(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELFLOW_SCRATCH", str(tmp_path / "scratch"))
+    staging = package.start_staging("s3://bucket/results")
+    assert os.path.dirname(staging.path) == str(tmp_path / "scratch")
+    staging.discard()
 
 
 @pytest.mark.parametrize("name,expected", [("a/b", "a-b"), ("../../etc", "etc"), ("", "task"), ("x" * 300, "x" * 120)])
@@ -82,7 +100,7 @@ def test_partial_of_a_killed_process_is_removed_at_once_a_live_ones_kept(tmp_pat
     import subprocess
     import sys
 
-    code = ("import sys, time; from tasks import package; print(package.start_staging(sys.argv[1]), flush=True); "
+    code = ("import sys, time; from tasks import package; print(package.start_staging(sys.argv[1]).path, flush=True); "
             "time.sleep(60)")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     killed = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=root)
@@ -92,8 +110,9 @@ def test_partial_of_a_killed_process_is_removed_at_once_a_live_ones_kept(tmp_pat
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         mine = package.start_staging(str(tmp_path))
-        assert not os.path.exists(killed_partial)  # its process is gone: removed without waiting 24 h
-        assert os.path.isdir(alive_partial) and os.path.isdir(mine)  # a running task's is kept
+        assert not os.path.exists(killed_partial)  # its lock died with it: removed at once
+        assert not os.path.exists(killed_partial + package.LOCK_SUFFIX)
+        assert os.path.isdir(alive_partial) and os.path.isdir(mine.path)  # a running task's is kept
     finally:
         alive.kill()
         alive.wait()
