@@ -7,6 +7,7 @@ ENGINES lists them; heavy libraries are imported inside the functions.
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 
 from engines import gpu, onnxruntime_cuda_engine, onnxruntime_engine, openvino_engine, tensorrt_engine
@@ -40,12 +41,23 @@ def check_level(level: str) -> str:
     return normal
 
 
+# A CPU class names a pool of like CPUs (bf16, VNNI and AMX change which engine wins):
+# `cpu-zen4`, `cpu-spr`, ... build like `cpu` and route to their own work pool.
+_CPU_CLASS = re.compile(r"cpu-[a-z0-9][a-z0-9_.]{0,31}")
+
+
 def known_device(device: str) -> str:
     """A deployment machine type accelflow knows (whether or not this machine has it)."""
     normal = device.lower()
-    if normal not in CPU_DEVICES + GPU_DEVICES:
-        raise DeviceError(f"unknown device {device!r}; choose one of: {', '.join(CPU_DEVICES + GPU_DEVICES)}.")
+    if normal not in CPU_DEVICES + GPU_DEVICES and not _CPU_CLASS.fullmatch(normal):
+        raise DeviceError(f"unknown device {device!r}; choose one of: {', '.join(CPU_DEVICES + GPU_DEVICES)}, "
+                          "or a CPU class cpu-<class> (for example cpu-zen4).")
     return normal
+
+
+def engine_device(device: str) -> str:
+    """The device engines build for: a CPU class builds for `cpu`."""
+    return "cpu" if _CPU_CLASS.fullmatch(device) else device
 
 
 def check_device(device: str) -> str:
@@ -113,6 +125,7 @@ def candidates(level: str, device: str, choice: str = "auto", version: str | Non
     A QAT model (quantize/dequantize operations in its graph) is built as INT8 by every engine.
     """
     engines = ENGINES if choice == "auto" else (engine_named(choice),)
+    device = engine_device(device)
     if version and choice == "auto":
         raise EngineError("--engine-version needs --engine NAME: a version belongs to one engine.")
     pairs = []

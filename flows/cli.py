@@ -5,6 +5,8 @@
     accelflow repo add|list|show ...
     accelflow tensor-info LINE ... | -f FILE
     accelflow server [--port N] [--limit K]
+    accelflow deploy [--git-url URL]          (a fleet: pools, deployments, lost-run detection)
+    accelflow worker --pool TYPE [--limit K]  (a fleet: run one machine type's tasks here)
 
 User errors (AccelflowError) print one clear message and exit 2, without a traceback
 unless --debug is given.
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flows import repo_cli, server, tasks_cli
+    from flows import fleet, repo_cli, server, tasks_cli
 
     parser = argparse.ArgumentParser(prog="accelflow", description="Optimize trained models for inference, and prove it.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own logs")
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     repo_cli.register(verbs)
     _add_tensor_info(verbs)
     server.register(verbs)
+    fleet.register(verbs)
     return parser
 
 

@@ -2,8 +2,8 @@
 
 A worker may be another machine: a path on the client means nothing there. Before a request
 is submitted, each local input (the model file or folder, the samples) is uploaded into the
-results location when that is shared storage (`<output>/inputs/<content hash>/...`, so a
-resubmission uploads nothing new) and the request names its URI. Without shared storage a
+results location when that is shared storage (`<output>/.inputs/<content hash>/...`, so a
+resubmission uploads nothing new; no result is ever named with a leading dot) and the request names its URI. Without shared storage a
 local path is kept only when the server runs on this machine (`accelflow server`, whose
 runner reads this disk); otherwise the request is refused before anything is submitted.
 """
@@ -19,7 +19,7 @@ from formats.errors import SpecError
 from tasks.repository import ModelRepository, parse_model_ref
 from tasks.storage import Store, is_remote
 
-INPUTS_FOLDER = "inputs"
+from tasks.package import INPUTS_FOLDER
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 

@@ -19,6 +19,15 @@ def deployments():
     ]
 
 
+def _detect_lost_runs() -> None:
+    """The zombie-flow automation on this server (see flows/fleet.py)."""
+    from flows.fleet import ensure_zombie_automation
+    from flows.tasklist import client
+
+    with client() as c:
+        ensure_zombie_automation(c)
+
+
 def main() -> None:
     from prefect import serve
 
@@ -28,6 +37,7 @@ def main() -> None:
     # Task processes inherit this: optimizations are batch work, and under full load the
     # Prefect server and the user's `accelflow tasks ...` commands must still answer at once.
     os.nice(int(os.environ.get("ACCELFLOW_TASK_NICE", "5")))
+    _detect_lost_runs()
     serve(*deployments(), limit=args.limit, pause_on_shutdown=False, print_starting_message=True)
 
 

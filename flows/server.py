@@ -28,7 +28,10 @@ def register(verbs) -> None:
 def run_server(args) -> int:
     _stop_on_signals()
     api_url = f"http://{args.host}:{args.port}/api"
-    env = dict(os.environ, PREFECT_API_URL=api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    from flows.fleet import heartbeat_env
+
+    # Heartbeats from every task process: a runner that dies leaves no task "accelerating".
+    env = dict(os.environ, PREFECT_API_URL=api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false", **heartbeat_env())
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")  # a submitted task starts within ~2 s, not 10
     log_path = os.path.join(_prefect_home(), "accelflow-server.log")
     with open(log_path, "ab") as log:

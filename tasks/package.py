@@ -29,6 +29,9 @@ LOCK_SUFFIX = ".lock"
 # right now, between its lock file and its folder): only one this old is removed.
 UNLOCKED_PARTIAL_SECONDS = 3600
 SCRATCH_ENV = "ACCELFLOW_SCRATCH"
+# Local inputs of submitted requests are uploaded here, under the results location; a result
+# folder is a slug of a task name, which never starts with a dot.
+INPUTS_FOLDER = ".inputs"
 
 
 class Staging:
@@ -133,7 +136,8 @@ def _check_output_uri(output: str, model_home: str | None) -> str:
     store = Store(output, error=OutputPathError)
     if model_home and is_remote(model_home):
         home = Store(model_home, error=OutputPathError)
-        if store.contains(home.uri) or home.contains(store.uri):
+        uploaded = Store(store.uri_of(store.path(INPUTS_FOLDER))).contains(home.uri)
+        if not uploaded and (store.contains(home.uri) or home.contains(store.uri)):
             raise _overlap(store.uri, home.uri, store.uri.rsplit("/", 1)[0] + "/accelflow-results")
     return store.uri
 
