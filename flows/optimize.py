@@ -34,7 +34,6 @@ def locate_model(request: OptimizeRequest) -> str | None:
     from tasks.verify import check_overrides
 
     from tasks.fetch import remote_home
-    from tasks.storage import is_remote
 
     if is_remote(request.model):  # sniffed once fetched: only its presence is checked here
         return remote_home(request.model)

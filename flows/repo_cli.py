@@ -32,7 +32,7 @@ def _register_add(verbs, common) -> None:
     add = verbs.add_parser("add", parents=[common], help="add a file or folder as a new model version")
     add.add_argument("name", help="model name")
     add.add_argument("version", help="version name, new for this model (e.g. v1)")
-    add.add_argument("path", help="the model file, or its folder (copied recursively)")
+    add.add_argument("path", help="the model file, or its folder (copied recursively); or its URI, copied inside the store (needs --format)")
     add.add_argument("--source", required=True, help="how the model got here, e.g. uploaded, training")
     add.add_argument("--format", help="model format, e.g. onnx, torchscript (default: detected)")
     add.set_defaults(func=cmd_add)
@@ -67,6 +67,11 @@ def cmd_add(args) -> int:
 
 
 def _detect_format(path: str) -> str:
+    from tasks.storage import is_remote
+
+    if is_remote(path):  # detection reads the file: name the format rather than download it here
+        raise UnsupportedFormatError(f"give the format of {path} with --format (for example --format onnx): "
+                                     "it is detected only for local files.")
     try:
         from formats import detect_format_name  # lazy: detection may import heavy backends
     except ImportError as exc:

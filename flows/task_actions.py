@@ -42,8 +42,19 @@ def _read_report(result: dict) -> dict | None:
     try:
         return read_report(uri)
     except ResultError as exc:
-        result["unreadable"] = str(exc)
+        result["unreadable"] = str(exc) + _elsewhere(uri, result.get("host"))
         return None
+
+
+def _elsewhere(uri: str, host: str | None) -> str:
+    import platform
+
+    from tasks.storage import is_remote
+
+    if is_remote(uri) or not host or host == platform.node():
+        return ""
+    return (f" It was written to the disk of {host}, not this machine: give tasks shared storage "
+            "(--output s3://..., or the server's results location) to read them from anywhere.")
 
 
 def _children(c, run) -> list[dict]:

@@ -115,6 +115,21 @@ def test_banner_names_the_ui_and_the_api_url(service):
     assert f"export PREFECT_API_URL={service.api_url}" in service.banner
 
 
+def test_the_server_detects_lost_runs(service):
+    """Prefect's zombie-flow automation is there (the runner creates it; tests/flows/test_fleet.py
+    kills a worker and sees it fire)."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        found = httpx.post(f"{service.api_url}/automations/filter", json={}).raise_for_status().json()
+        names = [a["name"] for a in found]
+        if "accelflow: crash runs without heartbeats" in names or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert names.count("accelflow: crash runs without heartbeats") == 1
+
+
 def test_fan_out_names_states_and_parent_summary(service, repo, tmp_path):
     out = service.cli("optimize", "cnn@v1,v2", "other@v3", *INFO, *FAST, "--repo", repo, "--output", str(tmp_path),
                       "--name", "job", "--tag", "fanout", "--submit", "--json")

@@ -116,3 +116,13 @@ def test_partial_of_a_killed_process_is_removed_at_once_a_live_ones_kept(tmp_pat
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_uri_outputs_are_checked_for_overlap_too():
+    with pytest.raises(OutputPathError, match="overlaps"):
+        package.check_output_path("s3://bucket/models", "s3://bucket/models/bert")
+    with pytest.raises(OutputPathError, match="overlaps"):
+        package.check_output_path("s3://bucket/models/bert/out", "s3://bucket/models/bert")
+    assert package.check_output_path("s3://bucket/results/", "s3://bucket/models/bert") == "s3://bucket/results"
+    # accelflow's own upload of a submitted model lives under the output, apart from every result
+    assert package.check_output_path("s3://bucket/results", "s3://bucket/results/.inputs/abc") == "s3://bucket/results"
