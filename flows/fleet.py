@@ -13,7 +13,6 @@ which `accelflow tasks retry` sends to another worker.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -84,8 +83,10 @@ def ensure_zombie_automation(client) -> bool:
 
 def machine_types() -> list[str]:
     """The machine types prefect.yaml deploys, in its order."""
+    import yaml  # comes with Prefect
+
     with open(os.path.join(ROOT, "prefect.yaml"), encoding="utf-8") as f:
-        return re.findall(r"^\s+name: (\S+)\n\s+description:", f.read(), flags=re.MULTILINE)
+        return [d["name"] for d in yaml.safe_load(f)["deployments"]]
 
 
 def run_deploy(args) -> int:

@@ -26,7 +26,7 @@ import platform
 from collections.abc import Callable, Iterable
 
 from formats.errors import AccelflowError
-from tasks.package import Staging, finalize_local, result_names
+from tasks.package import Staging, finalize_local, result_names, start_staging
 from tasks.storage import Store, is_remote
 
 RESULT_MANIFEST = "accelflow-result.json"
@@ -191,8 +191,7 @@ def local_copy(uri: str) -> str:
     target = os.path.join(cache, key)
     if os.path.isdir(target):
         return target
-    os.makedirs(cache, exist_ok=True)
-    staging = Staging(cache)
+    staging = start_staging(cache)  # also removes downloads a killed process left half done
     try:
         download(uri, record, staging.path)
         os.rename(staging.path, target)

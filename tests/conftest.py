@@ -11,6 +11,7 @@ the same across restarts, but moto keeps its buckets in memory, so a restart emp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -94,13 +95,22 @@ class MotoServer:
         self._proc = None
 
 
+@contextlib.contextmanager
+def running_moto(tmp_path_factory, name: str):
+    """A moto server of its own (a module that freezes one must not freeze the others')."""
+    server = MotoServer(tmp_path_factory.mktemp(name) / "moto.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """The running moto S3 server: ``.endpoint_url``, ``.stop()``, ``.start()``, ``.running()``."""
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
-    server.start()
-    yield server
-    server.stop()
+    with running_moto(tmp_path_factory, "moto") as server:
+        yield server
 
 
 def set_s3_env(monkeypatch, endpoint_url: str) -> None:

@@ -15,17 +15,15 @@ from tasks.repository import ModelRepository
 from tasks.publish import read_manifest
 from tasks.save import optimized_model_name, save_task
 from tests import modelzoo
-from tests.conftest import MotoServer, set_s3_env
+from tests.conftest import running_moto, set_s3_env
 
 EXTRA_FILES = 24  # 1 MB each beside the model, so a save takes long enough to stop in the middle
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto-faults") / "moto.log")
-    server.start()
-    yield server
-    server.stop()
+    with running_moto(tmp_path_factory, "moto-faults") as server:
+        yield server
 
 
 @pytest.fixture

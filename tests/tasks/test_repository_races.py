@@ -346,12 +346,10 @@ def test_missing_or_credentialed_source_uri_refused(s3_repo_uri):
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory):
     """A moto server of this module's own: a test pauses it (SIGSTOP) mid-add."""
-    from tests.conftest import MotoServer
+    from tests.conftest import running_moto
 
-    server = MotoServer(tmp_path_factory.mktemp("moto-races") / "moto.log")
-    server.start()
-    yield server
-    server.stop()
+    with running_moto(tmp_path_factory, "moto-races") as server:
+        yield server
 
 
 def test_store_freezing_at_the_claim_still_ends_in_one_whole_version(own_server, sources, tmp_path, monkeypatch):
