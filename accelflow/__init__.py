@@ -18,15 +18,15 @@ __version__ = "0.1.0"
 
 def load(folder: str, threads: int | None = None):
     """Load an optimized model folder or result URI; see engines.result.OptimizedModel."""
-    from engines.result import load as _load
-    from tasks.publish import local_copy
+    from accelflow.engines.result import load as _load
+    from accelflow.tasks.publish import local_copy
 
     return _load(local_copy(folder), threads)
 
 
 def load_pipeline(folder: str, threads: int | None = None):
     """Load an optimized Stable Diffusion pipeline folder or result URI; see engines.pipeline_result."""
-    from engines.pipeline_result import load_pipeline as _load_pipeline
-    from tasks.publish import local_copy
+    from accelflow.engines.pipeline_result import load_pipeline as _load_pipeline
+    from accelflow.tasks.publish import local_copy
 
     return _load_pipeline(local_copy(folder), threads)

@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from formats.runner import thread_count
+from accelflow.core.runner import thread_count
 
 
 class CallRunner:
@@ -121,7 +121,7 @@ def _ort(onnx_path: str, feeds: dict):
 
 
 def _openvino(onnx_path: str, feeds: dict):
-    from engines.openvino_engine import import_openvino
+    from accelflow.engines.openvino_engine import import_openvino
 
     ov = import_openvino()
 

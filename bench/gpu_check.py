@@ -86,9 +86,10 @@ def p50_ms(runner, arrays, iterations: int) -> float:
 
 
 def check_model(name: str, iterations: int, work: str) -> list[tuple]:
-    import engines
-    from formats import tensor_info, torchscript
-    from formats.runner import run_arrays
+    from accelflow import engines
+    from accelflow.core import tensor_info
+    from accelflow.formats import torchscript
+    from accelflow.core.runner import run_arrays
 
     build, line, shape = MODELS[name]
     model = build()
@@ -133,7 +134,7 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     args = parser.parse_args()
-    from engines import gpu
+    from accelflow.engines import gpu
 
     here = gpu.current()
     if here is None:

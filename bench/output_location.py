@@ -50,13 +50,13 @@ def _moto(env: dict) -> tuple[subprocess.Popen, str]:
 
 def _run(model: str, output: str, level: str, env: dict) -> dict:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "optimize", model, *BERT_INFO, "--level", level,
+    proc = subprocess.run([sys.executable, "-m", "accelflow", "optimize", model, *BERT_INFO, "--level", level,
                            "--output", output, "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     result = json.loads(proc.stdout)
-    from tasks.publish import read_manifest
+    from accelflow.tasks.publish import read_manifest
 
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     size = sum(read_manifest(result["result_uri"])["files"].values())

@@ -8,8 +8,8 @@ import time
 
 import pandas as pd
 
-from formats.runner import thread_count
-from reports.stats import latency_stats
+from accelflow.core.runner import thread_count
+from accelflow.reports.stats import latency_stats
 
 ACCELFLOW = ("accelflow lossless", "accelflow fp16")
 

@@ -21,16 +21,16 @@ import torch
 
 from bench import alternatives, report
 from bench.models import REFERENCES, build
-from formats.runner import thread_count
-from tasks.benchmark import TimingPlan, time_runners
+from accelflow.core.runner import thread_count
+from accelflow.tasks.benchmark import TimingPlan, time_runners
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def optimize_levels(reference, ts_path: str, work: str, bench_seconds: float) -> dict[str, str]:
     """accelflow's result folder per level, from the real optimize flow."""
-    from flows.optimize import optimize
-    from flows.request import OptimizeRequest
+    from accelflow.flows.optimize import optimize
+    from accelflow.flows.request import OptimizeRequest
 
     folders = {}
     for level in ("lossless", "fp16"):

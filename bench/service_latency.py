@@ -62,7 +62,7 @@ def stop_latency(service: Service, repo: str, out: str) -> float:
 def refusal_seconds(work: str) -> float:
     model = modelzoo.tiny_cnn_torchscript(os.path.join(work, "models"))
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "optimize", model, "-t",
+    proc = subprocess.run([sys.executable, "-m", "accelflow", "optimize", model, "-t",
                            "input_0:float(100000*100000*100000)", "--output", os.path.join(work, "refused")],
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr

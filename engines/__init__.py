@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from types import ModuleType
 
-from engines import gpu, onnxruntime_cuda_engine, onnxruntime_engine, openvino_engine, tensorrt_engine
-from formats.errors import DeviceError, EngineError
+from accelflow.engines import gpu, onnxruntime_cuda_engine, onnxruntime_engine, openvino_engine, tensorrt_engine
+from accelflow.core.errors import DeviceError, EngineError
 
 # The order is the build order; each engine names the devices it builds for.
 ENGINES: tuple[ModuleType, ...] = (

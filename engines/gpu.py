@@ -156,7 +156,7 @@ def refuse_elsewhere(config: dict, engine: str, installed: str | None) -> GpuInf
     ONNX Runtime graph optimized offline for CUDA may hold kernels of one architecture.
     Loading either elsewhere is refused, saying what it was built for.
     """
-    from formats.errors import DeviceError
+    from accelflow.core.errors import DeviceError
 
     here = current()
     built = config.get("built_for", {})

@@ -23,11 +23,11 @@ import os
 
 import numpy as np
 
-from engines import fp16_graph, gpu
-from engines.gpu import GPU_DEVICES
-from formats.errors import DeviceError, EngineError
-from formats.modelio import ModelIO
-from formats.onnx_model import OrtRunner, needs_external_data
+from accelflow.engines import fp16_graph, gpu
+from accelflow.engines.gpu import GPU_DEVICES
+from accelflow.core.errors import DeviceError, EngineError
+from accelflow.core.modelio import ModelIO
+from accelflow.formats.onnx_model import OrtRunner, needs_external_data
 
 NAME = "onnxruntime-cuda"
 PACKAGE = "onnxruntime-gpu"

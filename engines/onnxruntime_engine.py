@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from formats.modelio import ModelIO
-from formats.onnx_model import OrtRunner, needs_external_data, session_options
+from accelflow.core.modelio import ModelIO
+from accelflow.formats.onnx_model import OrtRunner, needs_external_data, session_options
 
 NAME = "onnxruntime"
 PACKAGE = "onnxruntime"

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from formats.runner import run_arrays, thread_count
+from accelflow.core.runner import run_arrays, thread_count
 
 OPTIMIZED = ("text_encoder", "unet", "vae_decoder")
 CONFIG = "component_config.json"  # the original network's config.json, which the pipeline reads
@@ -100,7 +100,7 @@ class _Output(dict):
 
 def assemble(pipeline_class: str, networks: dict, others: dict, requires_safety_checker: bool = False):
     """The diffusers pipeline class built from engine-run networks and its other components."""
-    from formats.diffusers_pipeline import import_diffusers
+    from accelflow.formats.diffusers_pipeline import import_diffusers
 
     cls = getattr(import_diffusers(), pipeline_class)
     parts = {"safety_checker": None, "feature_extractor": None, **others}
@@ -120,7 +120,7 @@ def networks_from(runners: dict, configs: dict, unet_batches: tuple[int, int]) -
 
 
 def unet_batches(lines: list[str]) -> tuple[int, int]:
-    from formats import tensor_info
+    from accelflow.core import tensor_info
 
     shape = tensor_info.parse(lines).leaves[0].shape
     return shape.min[0], shape.max[0]
@@ -136,7 +136,7 @@ def load_component(folder: str, index_entry: list, name: str):
         except (ImportError, AttributeError):
             continue
     else:
-        from formats.errors import EngineError
+        from accelflow.core.errors import EngineError
 
         raise EngineError(f"component {name} is a {library}.{class_name}, which cannot be imported here.")
     return cls.from_pretrained(os.path.join(folder, name))
@@ -144,13 +144,13 @@ def load_component(folder: str, index_entry: list, name: str):
 
 def load_pipeline(folder: str, threads: int | None = None):
     """Load an optimized pipeline folder (the task's result folder or its model/ subfolder)."""
-    from engines.result import OptimizedModel, read_manifest
-    from formats.diffusers_pipeline import import_diffusers
+    from accelflow.engines.result import OptimizedModel, read_manifest
+    from accelflow.formats.diffusers_pipeline import import_diffusers
 
     import_diffusers()
     manifest = read_manifest(folder)
     if manifest.get("format") != "diffusers":
-        from formats.errors import EngineError
+        from accelflow.core.errors import EngineError
 
         raise EngineError(f"{folder} holds an optimized {manifest.get('format')} model, not a pipeline; "
                           "load it with accelflow.load.")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from formats.errors import SpecError
+from accelflow.core.errors import SpecError
 
 OPT_ENV = "ACCELFLOW_OPT_SHAPES"
 Shape = tuple[int, ...]

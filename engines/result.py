@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from formats import detections
-from formats.errors import EngineError
-from formats.modelio import ModelIO, rebuild
-from formats.runner import run_arrays, thread_count
+from accelflow.formats import detections
+from accelflow.core.errors import EngineError
+from accelflow.core.modelio import ModelIO, rebuild
+from accelflow.core.runner import run_arrays, thread_count
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -48,7 +48,7 @@ def read_manifest(folder: str) -> dict[str, Any]:
 
 def check_engine(manifest: dict[str, Any]):
     """The engine module for a manifest, refusing a missing or different engine version."""
-    from engines import engine_named
+    from accelflow.engines import engine_named
 
     name, built_with = manifest.get("engine"), manifest.get("engine_version")
     try:
@@ -73,7 +73,7 @@ class OptimizedModel:
     """A loaded result: called with the original model's inputs, returns its kind of outputs."""
 
     def __init__(self, folder: str, threads: int | None = None):
-        from formats import tensor_info
+        from accelflow.core import tensor_info
 
         self.manifest = read_manifest(folder)
         engine = check_engine(self.manifest)
@@ -103,7 +103,7 @@ def load(folder: str, threads: int | None = None):
     A Stable Diffusion pipeline's result loads as the pipeline (engines/pipeline_result.py).
     """
     if read_manifest(folder).get("format") == PIPELINE_FORMAT:
-        from engines.pipeline_result import load_pipeline
+        from accelflow.engines.pipeline_result import load_pipeline
 
         return load_pipeline(folder, threads)
     return OptimizedModel(folder, threads)

@@ -40,9 +40,9 @@ import re
 
 import numpy as np
 
-from engines import fp16_graph, gpu, profiles
-from engines.gpu import GPU_DEVICES
-from formats.errors import DeviceError, EngineError, missing_dependency
+from accelflow.engines import fp16_graph, gpu, profiles
+from accelflow.engines.gpu import GPU_DEVICES
+from accelflow.core.errors import DeviceError, EngineError, missing_dependency
 
 NAME = "tensorrt"
 PACKAGE = "tensorrt"
@@ -104,7 +104,7 @@ def _build_engine(graph_path: str, engine_path: str, shapes: list[dict], cache: 
 
 def timing_cache_path(here: gpu.GpuInfo, trt_version: str | None) -> str:
     """One timing cache per GPU model and TensorRT version (caches are not portable)."""
-    from tasks.cache import cache_dir
+    from accelflow.storage.cache import cache_dir
 
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{here.name}-sm{here.compute_capability}-trt{trt_version}")
     folder = os.path.join(os.path.dirname(cache_dir().rstrip(os.sep)), "tensorrt")

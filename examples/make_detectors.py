@@ -138,7 +138,7 @@ def calibrate_detectron2(model, seed: int = 0, shape=(3, 320, 416), images: int 
     import numpy as np
     import torch
 
-    from formats.detections import synthetic_image
+    from accelflow.formats.detections import synthetic_image
 
     model.eval()
     rng = np.random.default_rng(1000 + seed)

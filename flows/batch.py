@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from prefect import flow, tags
 
-from flows.optimize import optimize
-from flows.request import OptimizeRequest
-from formats.errors import AccelflowError
+from accelflow.flows.optimize import optimize
+from accelflow.flows.request import OptimizeRequest
+from accelflow.core.errors import AccelflowError
 
 TASK_DEPLOYMENT = "optimize/{device}"
 
@@ -56,7 +56,7 @@ def _submit_one(request: OptimizeRequest) -> dict:
 def _summarise(children: list[dict]) -> None:
     from prefect.artifacts import create_table_artifact
 
-    from flows.progress import quietly
+    from accelflow.flows.progress import quietly
 
     keys = ("name", "id", "state", "speedup", "engine", "precision", "reason")
     rows = [{k: child.get(k) for k in keys} for child in children]
@@ -73,7 +73,7 @@ def submit(requests: list[OptimizeRequest], batch_name: str) -> list[dict]:
 def check_server(requests: list[OptimizeRequest]) -> None:
     from prefect.settings import PREFECT_API_URL
 
-    from flows.tasklist import client
+    from accelflow.flows.service.tasklist import client
 
     url = PREFECT_API_URL.value()
     if not url:

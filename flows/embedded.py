@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from formats.errors import AccelflowError
+from accelflow.core.errors import AccelflowError
 
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 STARTUP_TIMEOUT = "90"

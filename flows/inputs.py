@@ -14,12 +14,12 @@ import hashlib
 import os
 from urllib.parse import urlparse
 
-from flows.request import OptimizeRequest
-from formats.errors import SpecError
-from tasks.repository import ModelRepository, parse_model_ref
-from tasks.storage import Store, is_remote
+from accelflow.flows.request import OptimizeRequest
+from accelflow.core.errors import SpecError
+from accelflow.storage.repository import ModelRepository, parse_model_ref
+from accelflow.storage.store import Store, is_remote
 
-from tasks.package import INPUTS_FOLDER
+from accelflow.tasks.package import INPUTS_FOLDER
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -82,7 +82,7 @@ def _input_files(path: str) -> list[tuple[str, str]]:
     if os.path.islink(path):
         raise SpecError(f"{path} is a symbolic link: give the file it points to.")
     if os.path.isfile(path):
-        from formats.onnx_model import companion_files
+        from accelflow.formats.onnx_model import companion_files
 
         folder = os.path.dirname(os.path.abspath(path))
         return [(p, os.path.relpath(p, folder).replace(os.sep, "/")) for p in [path, *companion_files(path)]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import resource
 
-from formats.errors import ResourceLimitError, first_line
+from accelflow.core.errors import ResourceLimitError, first_line
 
 _GIB = 1 << 30
 # How allocators say "no": Python, torch (c10), C++ (std::bad_alloc), ONNX Runtime, OpenVINO.

@@ -11,16 +11,16 @@ import time
 
 from prefect import flow
 
-from flows.limits import limit_error, memory_limit
-from flows.progress import Progress
-from flows.request import OptimizeRequest, check_request
-from flows.stopping import StopWatcher
-from formats import diffusers_pipeline
-from formats.runner import thread_count
-from tasks import fetch, package, pipeline, publish, runners, steps
-from tasks.storage import is_remote
-from tasks.benchmark import TimingPlan
-from tasks.report import assemble, candidates_of, engine_notes, select
+from accelflow.flows.limits import limit_error, memory_limit
+from accelflow.flows.progress import Progress
+from accelflow.flows.request import OptimizeRequest, check_request
+from accelflow.flows.stopping import StopWatcher
+from accelflow.formats import diffusers_pipeline
+from accelflow.core.runner import thread_count
+from accelflow.tasks import fetch, package, pipeline, publish, runners, steps
+from accelflow.storage.store import is_remote
+from accelflow.tasks.benchmark import TimingPlan
+from accelflow.tasks.report import assemble, candidates_of, engine_notes, select
 
 
 def locate_model(request: OptimizeRequest) -> str | None:
@@ -28,12 +28,12 @@ def locate_model(request: OptimizeRequest) -> str | None:
 
     Cheap: a local file's format is sniffed, a repository entry's metadata read; nothing copied.
     """
-    from formats import detect_format, find_model_file, model_home
-    from tasks.convert import format_options
-    from tasks.repository import ModelRepository, parse_model_ref
-    from tasks.verify import check_overrides
+    from accelflow.formats import detect_format, find_model_file, model_home
+    from accelflow.tasks.convert import format_options
+    from accelflow.storage.repository import ModelRepository, parse_model_ref
+    from accelflow.tasks.verify import check_overrides
 
-    from tasks.fetch import remote_home
+    from accelflow.tasks.fetch import remote_home
 
     if is_remote(request.model):  # sniffed once fetched: only its presence is checked here
         return remote_home(request.model)
@@ -56,7 +56,7 @@ def preflight(request: OptimizeRequest) -> tuple[OptimizeRequest, str]:
 
 def _run_has_ended(claim: dict) -> bool:
     """Whether the flow run that claimed a result folder has ended (or is gone from the server)."""
-    from flows.tasklist import run_has_ended
+    from accelflow.flows.service.tasklist import run_has_ended
 
     return run_has_ended(claim.get("flow_run_id", ""))
 
@@ -93,7 +93,7 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: package.Stagi
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work)
         request = request.model_copy(update={"samples": fetch.local_file(request.samples, work)})
     if fetched.format == diffusers_pipeline.NAME:  # several networks: each optimized, then the whole
-        from flows.optimize_pipeline import optimize_pipeline_into
+        from accelflow.flows.optimize_pipeline import optimize_pipeline_into
 
         return optimize_pipeline_into(request, fetched, output, staging, progress, threads, run_id)
     task_name = request.name
@@ -135,7 +135,7 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: package.Stagi
 
 
 def _build_all(request, converted, lines, work, threads, progress) -> list:
-    import engines
+    from accelflow import engines
 
     built = []
     for engine, precision in engines.candidates(request.level, request.device, request.engine,
@@ -150,7 +150,7 @@ def _build_all(request, converted, lines, work, threads, progress) -> list:
 def _overheads(request: OptimizeRequest, progress: Progress) -> dict[str, float]:
     """Time waiting for a free runner slot, and orchestration: the rest of the wall time not
     spent inside a step (process start, imports, Prefect's server and bookkeeping)."""
-    from tasks.machine import process_started_at
+    from accelflow.engines.machine import process_started_at
 
     started = max(request.submitted_at, process_started_at() or request.submitted_at)
     busy = sum(progress.timings.values())
@@ -161,8 +161,8 @@ def _overheads(request: OptimizeRequest, progress: Progress) -> dict[str, float]
 
 
 def _package(request, fetched, task_name, chosen, converted, report, staging, output, run_id) -> dict:
-    from reports.render import write_report
-    from tasks.manifest import manifest_for
+    from accelflow.reports.render import write_report
+    from accelflow.tasks.manifest import manifest_for
 
     manifest = manifest_for(task_name, request, fetched, chosen, converted, report)
     package.package_result(staging, chosen.folder, manifest, report, write_report)
@@ -179,9 +179,9 @@ def _publish(report, result: dict) -> None:
     """The report on the flow run page (markdown, latency table) and the result the task list reads."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-    from flows.progress import quietly
-    from flows.tasklist import RESULT_ARTIFACT
-    from reports.render import summary_table, to_markdown
+    from accelflow.flows.progress import quietly
+    from accelflow.flows.service.tasklist import RESULT_ARTIFACT
+    from accelflow.reports.render import summary_table, to_markdown
 
     quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
     quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))

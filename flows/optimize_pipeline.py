@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 
 
-from formats.errors import AccuracyError, ModelMismatchError
-from reports.results import PipelineReport
-from tasks import package, pipeline, pipeline_e2e, pipeline_report, steps
-from tasks.benchmark import TimingPlan
-from tasks.report import candidates_of
+from accelflow.core.errors import AccuracyError, ModelMismatchError
+from accelflow.reports.results import PipelineReport
+from accelflow.tasks import package, pipeline, pipeline_e2e, pipeline_report, steps
+from accelflow.tasks.benchmark import TimingPlan
+from accelflow.tasks.report import candidates_of
 
 
 plan_components = steps.as_step(pipeline.plan_components, "plan pipeline components")
@@ -25,7 +25,7 @@ benchmark_component = steps.as_step(pipeline.benchmark_component, "benchmark com
 
 
 def optimize_pipeline_into(request, fetched, output: str, staging, progress, threads: int, run_id: str) -> dict:
-    from flows.optimize import _build_all, _overheads, _publish
+    from accelflow.flows.optimize import _build_all, _overheads, _publish
 
     work, path = os.path.join(staging.path, "work"), fetched.model_file
     if request.qat:
@@ -151,8 +151,8 @@ def _reselect(candidates: list, built: list, chosen: dict, name: str, pick) -> N
 
 
 def _package(request, fetched, specs, chosen, converted, report, staging, output, run_id) -> dict:
-    from flows.optimize import publish_result
-    from reports.render import write_report
+    from accelflow.flows.optimize import publish_result
+    from accelflow.reports.render import write_report
 
     pipe = pipeline.original(fetched.model_file)
     folder, carried = pipeline_report.pipeline_folder(fetched.model_file, os.path.join(staging.path, "work"), specs,

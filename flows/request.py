@@ -7,10 +7,10 @@ import time
 
 from pydantic import BaseModel, Field
 
-import engines
-from formats import tensor_info
-from formats.errors import SpecError
-from tasks.storage import is_remote
+from accelflow import engines
+from accelflow.core import tensor_info
+from accelflow.core.errors import SpecError
+from accelflow.storage.store import is_remote
 
 RESULTS_ENV = "ACCELFLOW_RESULTS"
 RESULTS_VARIABLE = "accelflow-results"
@@ -100,7 +100,7 @@ def check_request(request: OptimizeRequest, local: bool = True) -> OptimizeReque
 def _absolute_locations(request: OptimizeRequest) -> dict:
     """Paths and the repository made absolute, so the request means the same in a worker
     started from another folder (a relative path or the default repository would not)."""
-    from tasks.repository import ModelRepository, parse_model_ref
+    from accelflow.storage.repository import ModelRepository, parse_model_ref
 
     fields = {"output": _absolute(results_location(request.output)), "repo": ModelRepository(request.repo).uri}
     if parse_model_ref(request.model) is None:
@@ -141,7 +141,7 @@ def server_results_location() -> str | None:
 
 def default_task_name(model: str, level: str) -> str:
     """`bert@v1` -> `bert-v1-fp16`; `models/bert.pt` -> `bert-fp16`."""
-    from tasks.repository import parse_model_ref
+    from accelflow.storage.repository import parse_model_ref
 
     ref = parse_model_ref(model)
     base = "-".join(ref) if ref else os.path.splitext(os.path.basename(os.path.normpath(model)))[0]

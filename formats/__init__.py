@@ -15,11 +15,17 @@ from types import ModuleType
 # Set ORT_DISABLE_TELEMETRY=0 to keep it. (OpenVINO's: engines.openvino_engine.import_openvino.)
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from formats import (
-    detectron2_model, diffusers_pipeline, mmdet_model, onnx_model, pytorch_checkpoint, tf_frozen_graph, tf_savedmodel,
+from accelflow.formats import (
+    detectron2_model,
+    diffusers_pipeline,
+    mmdet_model,
+    onnx_model,
+    pytorch_checkpoint,
+    tf_frozen_graph,
+    tf_savedmodel,
     torchscript,
 )
-from formats.errors import UnsupportedFormatError
+from accelflow.core.errors import UnsupportedFormatError
 
 FORMATS: tuple[ModuleType, ...] = (
     torchscript, pytorch_checkpoint, tf_savedmodel, tf_frozen_graph, onnx_model, diffusers_pipeline, mmdet_model,

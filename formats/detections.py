@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from reports.results import Accuracy, OutputAccuracy
+from accelflow.reports.results import Accuracy, OutputAccuracy
 
 KEYS = ("bboxes", "scores", "labels", "masks")
 
@@ -75,7 +75,7 @@ def flat(per_image: list[dict]) -> list[np.ndarray]:
 
 
 def per_image(arrays: list[np.ndarray], structure: dict) -> list[dict]:
-    from formats.modelio import rebuild
+    from accelflow.core.modelio import rebuild
 
     return rebuild(structure, list(arrays))
 
@@ -216,7 +216,7 @@ def is_detector(io: dict | None) -> bool:
 
 
 def format_of(io: dict):
-    import formats
+    from accelflow import formats
 
     name = io["source"]["detector"]
     return next(f for f in formats.FORMATS if f.NAME == name)
@@ -282,8 +282,8 @@ def export_features(graph, image, spec, out_dir: str, output_names: list[str], w
     (ONNX path, input names)."""
     import torch
 
-    from formats.errors import ConversionError, first_line
-    from formats.modelio import unique_onnx_names
+    from accelflow.core.errors import ConversionError, first_line
+    from accelflow.core.modelio import unique_onnx_names
 
     leaf = spec.leaves[0]
     input_names = unique_onnx_names([leaf.name])
@@ -318,7 +318,7 @@ def load_weights(model, checkpoint: str, config: str, key: str):
     bare state dict), with errors that say what to fix."""
     import torch
 
-    from formats.errors import ModelMismatchError, UnsupportedFormatError, first_line
+    from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line
 
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -383,8 +383,8 @@ _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 def checkpoint_for(config: str, framework: str) -> str:
     """The checkpoint of a detector config: the one PyTorch checkpoint beside it, or the one
     named like it (`faster_rcnn.py` + `faster_rcnn.pth`) when there are several."""
-    from formats import pytorch_checkpoint
-    from formats.errors import UnsupportedFormatError
+    from accelflow.formats import pytorch_checkpoint
+    from accelflow.core.errors import UnsupportedFormatError
 
     folder = os.path.dirname(os.path.abspath(config))
     found = sorted(os.path.join(folder, n) for n in os.listdir(folder)

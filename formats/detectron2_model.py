@@ -25,10 +25,10 @@ import re
 
 import numpy as np
 
-from formats import detections
-from formats.detections import quiet as _quiet
-from formats.errors import MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
-from formats.modelio import ModelIO, flat_structure
+from accelflow.formats import detections
+from accelflow.formats.detections import quiet as _quiet
+from accelflow.core.errors import MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
+from accelflow.core.modelio import ModelIO, flat_structure
 
 NAME = "detectron2"
 _LEAF = "input_0[0][image]"

@@ -13,9 +13,9 @@ import warnings
 
 import numpy as np
 
-from formats.errors import ConversionError, first_line
-from formats.modelio import ModelIO, flat_structure
-from formats.torchscript import DEFAULT_OPSET, to_numpy, to_torch
+from accelflow.core.errors import ConversionError, first_line
+from accelflow.core.modelio import ModelIO, flat_structure
+from accelflow.formats.torchscript import DEFAULT_OPSET, to_numpy, to_torch
 
 
 def wrapper(pipe, name: str):
@@ -54,7 +54,7 @@ def to_onnx(pipe, component, out_dir: str, example: list[np.ndarray]) -> tuple[s
     """Export one component with dynamic axes where its tensor information has them."""
     import torch
 
-    from formats import tensor_info
+    from accelflow.core import tensor_info
 
     spec = tensor_info.parse(component.lines)
     names = component.input_names

@@ -13,8 +13,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from formats import tensor_info
-from formats.errors import MissingDependencyError, SpecError, UnsupportedFormatError, first_line
+from accelflow.core import tensor_info
+from accelflow.core.errors import MissingDependencyError, SpecError, UnsupportedFormatError, first_line
 
 NAME = "diffusers"
 EXTRA = "diffusers"

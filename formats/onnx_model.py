@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from formats.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
-from formats.modelio import ModelIO, flat_structure
+from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
+from accelflow.core.modelio import ModelIO, flat_structure
 
 NAME = "onnx"
 DEFAULT_OPSET = 17

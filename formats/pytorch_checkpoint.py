@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import zipfile
 
-from formats.errors import UnsupportedFormatError
+from accelflow.core.errors import UnsupportedFormatError
 
 NAME = "pytorch-checkpoint"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 
-from formats.errors import ConversionError, ModelMismatchError, first_line, missing_dependency
-from formats.runner import thread_count
+from accelflow.core.errors import ConversionError, ModelMismatchError, first_line, missing_dependency
+from accelflow.core.runner import thread_count
 
 EXTRA = "tf"
 OPSET = 17

@@ -14,10 +14,15 @@ import zipfile
 
 import numpy as np
 
-from formats.errors import (
-    ConversionError, MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line, last_line,
+from accelflow.core.errors import (
+    ConversionError,
+    MissingDependencyError,
+    ModelMismatchError,
+    UnsupportedFormatError,
+    first_line,
+    last_line,
 )
-from formats.modelio import ModelIO, describe_structure, flatten_value, unique_onnx_names
+from accelflow.core.modelio import ModelIO, describe_structure, flatten_value, unique_onnx_names
 
 NAME = "torchscript"
 DEFAULT_OPSET = 17

@@ -19,7 +19,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from reports.results import Accuracy, Candidate, ComponentReport, LatencyStats, OutputAccuracy, Speedup, TaskReport
+from accelflow.reports.results import (
+    Accuracy,
+    Candidate,
+    ComponentReport,
+    LatencyStats,
+    OutputAccuracy,
+    Speedup,
+    TaskReport,
+)
 
 NA = "n/a"
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from reports.results import Candidate, LatencyStats, Speedup, TaskReport
+from accelflow.reports.results import Candidate, LatencyStats, Speedup, TaskReport
 
 
 def latency_stats(samples_ms: Sequence[float], batch_size: int = 1) -> LatencyStats:

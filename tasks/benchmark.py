@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from formats.runner import Runner
-from reports.results import ShapeBenchmark
-from reports.stats import latency_stats, speedup
+from accelflow.core.runner import Runner
+from accelflow.reports.results import ShapeBenchmark
+from accelflow.reports.stats import latency_stats, speedup
 
 BASELINE = "baseline"
 
@@ -97,8 +97,9 @@ def benchmark_candidates(model_file: str, format_name: str, converted, passing: 
     inside the vocabulary, or the original model fails). A detector is timed on a synthetic
     image with shapes in it, as its accuracy is checked: on noise it would find nothing, and
     its heads and NMS would cost less than on a real image."""
-    from formats import detections, tensor_info
-    from tasks import runners
+    from accelflow.formats import detections
+    from accelflow.core import tensor_info
+    from accelflow.tasks import runners
 
     spec = tensor_info.parse(spec_lines)
     base = runners.baseline(model_file, format_name, converted.onnx_path, converted.io, spec_lines, threads)

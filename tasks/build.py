@@ -8,11 +8,11 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from engines import engine_named
-from formats import tensor_info
-from formats.errors import AccelflowError, first_line
-from formats.modelio import ModelIO
-from tasks import runners
+from accelflow.engines import engine_named
+from accelflow.core import tensor_info
+from accelflow.core.errors import AccelflowError, first_line
+from accelflow.core.modelio import ModelIO
+from accelflow.tasks import runners
 
 
 @dataclass

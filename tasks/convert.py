@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import formats
-from formats import tensor_info
-from tasks import cache
+from accelflow import formats
+from accelflow.core import tensor_info
+from accelflow.storage import cache
 
 
 @dataclass
@@ -63,7 +63,7 @@ def format_options(fmt, options: dict) -> dict:
     given = {k: v for k, v in options.items() if v}
     foreign = [k for k in given if k not in getattr(fmt, "OPTIONS", ())]
     if foreign:
-        from formats.errors import ModelMismatchError
+        from accelflow.core.errors import ModelMismatchError
 
         takers = {"signature": "TensorFlow SavedModels", "outputs": "TensorFlow frozen graphs"}
         raise ModelMismatchError("; ".join(f"--{k} applies to {takers.get(k, 'other formats')} only, "
@@ -93,8 +93,8 @@ def _format_named(name: str):
 
 
 def require_qdq(onnx_path: str) -> None:
-    from formats.errors import ModelMismatchError
-    from formats.onnx_model import count_ops
+    from accelflow.core.errors import ModelMismatchError
+    from accelflow.formats.onnx_model import count_ops
 
     found = count_ops(onnx_path, ("QuantizeLinear", "DequantizeLinear"))
     if not found:

@@ -6,8 +6,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from formats import detect_format, find_model_file, model_home
-from formats.errors import SpecError, UnsupportedFormatError
+from accelflow.formats import detect_format, find_model_file, model_home
+from accelflow.core.errors import SpecError, UnsupportedFormatError
 
 
 @dataclass
@@ -31,10 +31,10 @@ def fetch_model(model: str, repo_uri: str | None, model_file: str | None, scratc
     A local repository's version folder is used in place; a remote one is copied into
     `scratch` first.
     """
-    from tasks.repository import ModelRepository, parse_model_ref
-    from tasks.retry import with_retries
+    from accelflow.storage.repository import ModelRepository, parse_model_ref
+    from accelflow.storage.retry import with_retries
 
-    from tasks.storage import is_remote
+    from accelflow.storage.store import is_remote
 
     if is_remote(model):
         return _remote_model(model, model_file, scratch)
@@ -67,7 +67,7 @@ def _local_model(path: str, model_file: str | None) -> FetchedModel:
 def remote_home(uri: str) -> str:
     """A model URI's home directory: the folder it names, or the folder of the file it names
     (fetched whole, as a version's home is: an ONNX model's external data lives there)."""
-    from tasks.storage import Store
+    from accelflow.storage.store import Store
 
     store = Store(uri, error=UnsupportedFormatError)
     with store.errors(f"find the model {uri}"):
@@ -79,8 +79,8 @@ def remote_home(uri: str) -> str:
 
 
 def _remote_model(uri: str, model_file: str | None, scratch: str) -> FetchedModel:
-    from tasks.retry import with_retries
-    from tasks.storage import Store
+    from accelflow.storage.retry import with_retries
+    from accelflow.storage.store import Store
 
     home_uri = with_retries(lambda: remote_home(uri), f"find {uri}")
     home = os.path.join(scratch, "model")
@@ -96,7 +96,7 @@ def _remote_model(uri: str, model_file: str | None, scratch: str) -> FetchedMode
 
 def local_file(path: str | None, scratch: str) -> str | None:
     """A local copy of a file given by URI (samples a worker reads); a local path as it is."""
-    from tasks.storage import Store, is_remote
+    from accelflow.storage.store import Store, is_remote
 
     if not path or not is_remote(path):
         return path

@@ -20,8 +20,8 @@ import shutil
 import tempfile
 import time
 
-from formats.errors import OutputPathError
-from tasks.storage import Store, is_remote
+from accelflow.core.errors import OutputPathError
+from accelflow.storage.store import Store, is_remote
 
 PARTIAL_PREFIX = ".partial-"
 LOCK_SUFFIX = ".lock"
@@ -192,8 +192,8 @@ def finalize_local(staging: Staging, output: str, name: str) -> str:
 
 def package_result(staging: Staging, best_folder: str, manifest: dict, report, write_report) -> dict[str, str]:
     """Move the chosen engine's files into <staging>/model with its manifest; write the reports."""
-    from engines.result import write_manifest
-    from formats import detections
+    from accelflow.engines.result import write_manifest
+    from accelflow.formats import detections
 
     model_dir = os.path.join(staging.path, "model")
     shutil.move(best_folder, model_dir)

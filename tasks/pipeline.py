@@ -13,12 +13,13 @@ import time
 
 import numpy as np
 
-from formats import diffusers_components, diffusers_pipeline, tensor_info
-from formats.errors import AccelflowError
-from formats.runner import run_arrays
-from reports.results import Accuracy, ShapeBenchmark
-from tasks import benchmark, runners, verify
-from tasks.convert import ConvertedModel, example_arrays
+from accelflow.formats import diffusers_components, diffusers_pipeline
+from accelflow.core import tensor_info
+from accelflow.core.errors import AccelflowError
+from accelflow.core.runner import run_arrays
+from accelflow.reports.results import Accuracy, ShapeBenchmark
+from accelflow.tasks import benchmark, runners, verify
+from accelflow.tasks.convert import ConvertedModel, example_arrays
 
 _PIPELINES: dict[str, object] = {}
 
@@ -87,7 +88,7 @@ def benchmark_component(path: str, component, converted: ConvertedModel, passing
 
 def select_component(name: str, candidates: list):
     """tasks.report.select for one network, its errors naming the network."""
-    from tasks.report import select
+    from accelflow.tasks.report import select
 
     try:
         return select(candidates)

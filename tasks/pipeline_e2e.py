@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from formats import diffusers_pipeline, tensor_info
-from reports.results import PipelinePoint, ShapeBenchmark
-from reports.stats import latency_stats, speedup
-from tasks import runners
-from tasks.pipeline import original
+from accelflow.formats import diffusers_pipeline
+from accelflow.core import tensor_info
+from accelflow.reports.results import PipelinePoint, ShapeBenchmark
+from accelflow.reports.stats import latency_stats, speedup
+from accelflow.tasks import runners
+from accelflow.tasks.pipeline import original
 
 PROMPT = "a photograph of an astronaut riding a horse on the moon"
 STEPS = 20
@@ -52,7 +53,7 @@ class _Call:
 
 def optimized_pipeline(path: str, chosen: dict, converted: dict, unet_lines: list[str], threads: int):
     """The original pipeline class around the chosen candidates, with fresh scheduler state."""
-    from engines.pipeline_result import assemble, networks_from, unet_batches
+    from accelflow.engines.pipeline_result import assemble, networks_from, unet_batches
 
     base = original(path)
     loaded = {name: runners.candidate(chosen[name], converted[name].io, threads) for name in NETWORKS}

@@ -14,11 +14,11 @@ import shutil
 from dataclasses import replace
 
 import accelflow
-from formats import diffusers_pipeline
-from reports.results import Accuracy, ComponentReport, PipelineReport, TaskReport
-from reports.stats import geometric_mean
-from tasks import report as model_report
-from tasks.machine import library_versions, machine_info
+from accelflow.formats import diffusers_pipeline
+from accelflow.reports.results import Accuracy, ComponentReport, PipelineReport, TaskReport
+from accelflow.reports.stats import geometric_mean
+from accelflow.tasks import report as model_report
+from accelflow.engines.machine import library_versions, machine_info
 
 NETWORK_SOURCES = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae"}
 
@@ -86,8 +86,8 @@ def pipeline_folder(path: str, work: str, specs: list, chosen: dict, converted: 
     """<work>/pipeline: the original model_index.json and small components (tokenizer, scheduler,
     ...) as saved by diffusers, and one optimized model folder per network. Returns the folder
     and the names of the components copied as they were."""
-    from engines.pipeline_result import CONFIG
-    from engines.result import write_manifest
+    from accelflow.engines.pipeline_result import CONFIG
+    from accelflow.engines.result import write_manifest
 
     folder = os.path.join(work, "pipeline")
     os.makedirs(folder)

@@ -25,9 +25,9 @@ import os
 import platform
 from collections.abc import Callable, Iterable
 
-from formats.errors import AccelflowError
-from tasks.package import Staging, finalize_local, result_names, start_staging
-from tasks.storage import Store, is_remote
+from accelflow.core.errors import AccelflowError
+from accelflow.tasks.package import Staging, finalize_local, result_names, start_staging
+from accelflow.storage.store import Store, is_remote
 
 RESULT_MANIFEST = "accelflow-result.json"
 CLAIM = ".accelflow-claim.json"

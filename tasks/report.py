@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from formats.errors import AccuracyError, ConversionError
-from reports.results import Candidate, TaskReport
-from reports.stats import geometric_mean
-from tasks.machine import library_versions, machine_info
+from accelflow.core.errors import AccuracyError, ConversionError
+from accelflow.reports.results import Candidate, TaskReport
+from accelflow.reports.stats import geometric_mean
+from accelflow.engines.machine import library_versions, machine_info
 
 
 def candidates_of(built: list, accuracies: dict, benchmarks: dict) -> list[Candidate]:

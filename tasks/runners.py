@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import inspect
 
-import formats
-from engines import engine_named, is_gpu_engine
-from formats import detections, tensor_info
-from formats.modelio import ModelIO
-from formats.runner import Runner
+from accelflow import formats
+from accelflow.engines import engine_named, is_gpu_engine
+from accelflow.formats import detections
+from accelflow.core import tensor_info
+from accelflow.core.modelio import ModelIO
+from accelflow.core.runner import Runner
 
 _LOADED: dict[str, Runner] = {}
 _STATE = {"device": "cpu"}
@@ -63,7 +64,7 @@ def _baseline_runner(fmt, path: str, onnx_path: str, spec, io: ModelIO, threads:
     if device == "cpu":
         return fmt.baseline_runner(path, spec, io, threads)
     if fmt.NAME == "onnx" or "device" not in inspect.signature(fmt.baseline_runner).parameters:
-        from engines.onnxruntime_cuda_engine import OrtCudaRunner
+        from accelflow.engines.onnxruntime_cuda_engine import OrtCudaRunner
 
         runner = OrtCudaRunner(onnx_path, io, threads, tf32=None)  # ONNX Runtime's defaults
         if fmt.NAME != "onnx":

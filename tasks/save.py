@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from formats.errors import RepositoryError
-from tasks import publish
-from tasks.package import slug
-from tasks.repository import ModelRepository, VersionEntry, parse_model_ref
-from tasks.retry import with_retries
-from tasks.storage import Store, is_remote
+from accelflow.core.errors import RepositoryError
+from accelflow.tasks import publish
+from accelflow.tasks.package import slug
+from accelflow.storage.repository import ModelRepository, VersionEntry, parse_model_ref
+from accelflow.storage.retry import with_retries
+from accelflow.storage.store import Store, is_remote
 
 OPTIMIZED_SOURCE = "optimized"
 OPTIMIZED_FORMAT = "accelflow"
@@ -110,14 +110,14 @@ def _original_files(model: str) -> tuple[Store, list[tuple[str, str]]]:
     import os
 
     if is_remote(model):
-        from tasks.fetch import remote_home
+        from accelflow.tasks.fetch import remote_home
 
         home = Store(remote_home(model), error=RepositoryError)
         return home, [(home.path(rel), rel) for rel in home.files(home.root)]
     home = Store(model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model)), error=RepositoryError)
     if os.path.isdir(model):
         return home, [(home.path(rel), rel) for rel in home.files(home.root) if not rel.startswith(".")]
-    from formats.onnx_model import companion_files
+    from accelflow.formats.onnx_model import companion_files
 
     paths = [os.path.abspath(model), *companion_files(model)]
     return home, [(p, os.path.relpath(p, home.root).replace(os.sep, "/")) for p in paths]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import benchmark, build, convert, fetch, verify
+from accelflow.tasks import benchmark, build, convert, fetch, verify
 
 
 def as_step(fn, name: str):

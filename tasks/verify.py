@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from formats import detections
-from formats.errors import AccelflowError, ModelMismatchError, SpecError, first_line, last_line
-from formats.runner import run_arrays
-from reports.results import Accuracy, OutputAccuracy
+from accelflow.formats import detections
+from accelflow.core.errors import AccelflowError, ModelMismatchError, SpecError, first_line, last_line
+from accelflow.core.runner import run_arrays
+from accelflow.reports.results import Accuracy, OutputAccuracy
 
 TOLERANCES = {
     "lossless": {"rtol": 1e-4, "atol": 1e-5, "min_cosine": 0.99999, "max_mismatch": 0.0},
@@ -199,9 +199,9 @@ def verify_candidates(model_file: str, format_name: str, converted, built: list,
     A detector is judged on its detections matched by IoU (formats/detections.py), on
     synthetic images with shapes in them: random noise gives a detector nothing to find.
     """
-    import formats
-    from formats import tensor_info
-    from tasks import runners
+    from accelflow import formats
+    from accelflow.core import tensor_info
+    from accelflow.tasks import runners
 
     check_overrides(next(f for f in formats.FORMATS if f.NAME == format_name), overrides)
     spec = tensor_info.parse(spec_lines)

@@ -8,12 +8,13 @@ import os
 import numpy as np
 import pytest
 
-import engines
-from engines import onnxruntime_engine, openvino_engine
-from engines.result import load, write_manifest
-from formats import onnx_model, tensor_info
-from formats.errors import DeviceError, EngineError
-from formats.runner import run_arrays
+from accelflow import engines
+from accelflow.engines import onnxruntime_engine, openvino_engine
+from accelflow.engines.result import load, write_manifest
+from accelflow.formats import onnx_model
+from accelflow.core import tensor_info
+from accelflow.core.errors import DeviceError, EngineError
+from accelflow.core.runner import run_arrays
 from tests import modelzoo
 
 SPEC = tensor_info.parse(["image:float(1*3*16*16,4*3*16*16)"])

@@ -13,12 +13,13 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-import engines
-from engines import fp16_graph, gpu, onnxruntime_cuda_engine, profiles, tensorrt_engine
-from formats import onnx_model, tensor_info
-from formats.errors import DeviceError, SpecError
-from formats.modelio import ModelIO
-from formats.runner import run_arrays
+from accelflow import engines
+from accelflow.engines import fp16_graph, gpu, onnxruntime_cuda_engine, profiles, tensorrt_engine
+from accelflow.formats import onnx_model
+from accelflow.core import tensor_info
+from accelflow.core.errors import DeviceError, SpecError
+from accelflow.core.modelio import ModelIO
+from accelflow.core.runner import run_arrays
 from tests import modelzoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -113,8 +114,8 @@ def test_every_machine_type_has_its_own_work_pool():
 def test_a_task_is_submitted_to_its_machine_types_deployment(monkeypatch):
     import prefect.deployments
 
-    from flows import batch
-    from flows.request import OptimizeRequest
+    from accelflow.flows import batch
+    from accelflow.flows.request import OptimizeRequest
 
     calls = []
 
@@ -278,7 +279,7 @@ def test_fp16_fallback_is_automatic_and_recorded(tmp_path):
     assert record["fallback"] and "FP16 accuracy check" in record["fallback"]["reason"]
     assert "ReduceSum" in record["fallback"]["kept_fp32_ops"] and record["graph"]["fp32_nodes"] == {"Div": 1, "ReduceSum": 1}
     assert record["precheck"]["passed"] is True
-    from tasks.report import engine_notes
+    from accelflow.tasks.report import engine_notes
 
     assert engine_notes({"fp16": record})[0].startswith("FP16 fallback: the all-FP16 graph failed")
     x = [np.random.default_rng(0).standard_normal((1, 4096)).astype(np.float32)]
@@ -323,8 +324,8 @@ def test_same_gpu_and_version_pass_the_check(monkeypatch):
 
 
 def test_result_manifest_written_by_the_flow_carries_the_gpu(tmp_path, monkeypatch):
-    from engines.result import load, write_manifest
-    from tasks.manifest import gpu_fields
+    from accelflow.engines.result import load, write_manifest
+    from accelflow.tasks.manifest import gpu_fields
 
     cnn = modelzoo.tiny_cnn_onnx(str(tmp_path))
     spec = tensor_info.parse(["image:float(1*3*16*16)"])
@@ -395,7 +396,7 @@ def test_torchscript_baseline_on_cuda(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA build of torch")
-    from formats import torchscript
+    from accelflow.formats import torchscript
 
     path = modelzoo.tiny_cnn_torchscript(str(tmp_path))
     spec = tensor_info.parse(["input_0:float(2*3*16*16)"])
@@ -409,7 +410,7 @@ def test_torchscript_baseline_on_cuda(tmp_path):
 def test_accuracy_reference_is_float32_on_the_cpu_when_candidates_run_on_a_gpu(tmp_path):
     """A GPU baseline computes float32 in TF32 by default: on an H200 that alone failed a
     float32 engine at the lossless gate. The reference is the original on the CPU."""
-    from tasks import runners
+    from accelflow.tasks import runners
 
     path = modelzoo.tiny_cnn_torchscript(str(tmp_path))
     io = ModelIO(["input_0"], ["output_0"], {"kind": "tensor"}).to_dict()

@@ -18,7 +18,7 @@ def _cli(args, home: str):
     # Its own Prefect home, no server URL: the run's database and logs are written under `home`.
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "accelflow", *args], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=600)
 
 

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from flows.cli import EXIT_USER_ERROR, main
+from accelflow.flows.cli.main import EXIT_USER_ERROR, main
 from tests import modelzoo
 
 FAST = ["--draws", "1", "--bench-seconds", "0.2"]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from flows.cli import EXIT_USER_ERROR, main
+from accelflow.flows.cli.main import EXIT_USER_ERROR, main
 from tests import modelzoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,7 +42,7 @@ def _cli(args, tmp_path, **env):
     from prefect.settings import PREFECT_API_URL
 
     full_env["PREFECT_API_URL"] = PREFECT_API_URL.value() or ""
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "accelflow", *args], capture_output=True, text=True,
                           env=full_env, cwd=ROOT, timeout=600)
 
 

@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from formats.errors import RepositoryError
-from tasks.repository import ModelRepository
-from tasks.publish import read_manifest
-from tasks.save import optimized_model_name, save_task
+from accelflow.core.errors import RepositoryError
+from accelflow.storage.repository import ModelRepository
+from accelflow.tasks.publish import read_manifest
+from accelflow.tasks.save import optimized_model_name, save_task
 from tests import modelzoo
 from tests.conftest import running_moto, set_s3_env
 
@@ -41,8 +41,8 @@ def repo_uri(store, monkeypatch):
 @pytest.fixture
 def optimized(prefect_server, repo_uri, tmp_path):
     """A real accelerated task of cnn@v1 from the S3 repository: (request, result) as `tasks save` gets them."""
-    from flows.optimize import optimize
-    from flows.request import OptimizeRequest
+    from accelflow.flows.optimize import optimize
+    from accelflow.flows.request import OptimizeRequest
 
     models = tmp_path / "models"
     models.mkdir()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from flows.cli import EXIT_USER_ERROR, main
+from accelflow.flows.cli.main import EXIT_USER_ERROR, main
 from tests import modelzoo
 
 CNN_INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]
@@ -35,7 +35,7 @@ def _cli(args, env_extra=None):
     from prefect.settings import PREFECT_API_URL
 
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value() or "", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "accelflow", *args], capture_output=True, text=True,
                           env=env, timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
@@ -163,7 +163,7 @@ def test_interrupt_leaves_no_result_and_no_staging(prefect_server, cnn, tmp_path
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value())
     for attempt in range(3):  # packaging takes about a second: on a busy machine the run may end first
         out = tmp_path / f"out{attempt}"
-        args = [sys.executable, "-m", "flows.cli", "optimize", cnn, *CNN_INFO, "--bench-seconds", "3",
+        args = [sys.executable, "-m", "accelflow", "optimize", cnn, *CNN_INFO, "--bench-seconds", "3",
                 "--draws", "1", "--output", str(out)]
         # SIGINT back to its default in the child: a test run started as a background job of a
         # non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.

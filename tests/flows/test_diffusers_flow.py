@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("diffusers", reason="Stable Diffusion pipelines need the diffusers extra: pip install -e .[diffusers]")
 
 import accelflow  # noqa: E402
-from flows.optimize import optimize  # noqa: E402
-from flows.request import OptimizeRequest  # noqa: E402
-from tasks.pipeline_e2e import MIN_PSNR_DB, psnr  # noqa: E402
+from accelflow.flows.optimize import optimize  # noqa: E402
+from accelflow.flows.request import OptimizeRequest  # noqa: E402
+from accelflow.tasks.pipeline_e2e import MIN_PSNR_DB, psnr  # noqa: E402
 
 NETWORKS = ["text_encoder", "unet", "vae_decoder"]
 FAST = {"draws": 1, "bench_seconds": 0.2}
@@ -53,7 +53,7 @@ def _image(pipe, prompt="a red apple on a table", steps=4, size=32, seed=7, **kw
 def test_the_result_loads_as_a_pipeline_that_makes_the_original_image(tiny_sd, fp16_result):
     from diffusers import StableDiffusionPipeline
 
-    from formats.diffusers_pipeline import load
+    from accelflow.formats.diffusers_pipeline import load
 
     _, result, _ = fp16_result
     pipe = accelflow.load(result["result_folder"])
@@ -121,10 +121,10 @@ def test_lossless_with_a_dynamic_batch(prefect_server, tiny_sd, tmp_path):
 
 
 def test_a_drifting_image_falls_back_to_f32_for_the_reduced_precision_networks():
-    from flows.optimize_pipeline import _full_precision, _reselect
-    from formats.diffusers_pipeline import ComponentSpec
-    from reports.results import Accuracy, Candidate
-    from tasks.build import BuiltCandidate
+    from accelflow.flows.optimize_pipeline import _full_precision, _reselect
+    from accelflow.formats.diffusers_pipeline import ComponentSpec
+    from accelflow.reports.results import Accuracy, Candidate
+    from accelflow.tasks.build import BuiltCandidate
 
     def candidates(*picks):  # (engine, precision, speed-up, passed)
         return [Candidate(e, "1", p, 1.0, Accuracy(ok, 1, []), speedup=s) for e, p, s, ok in picks]

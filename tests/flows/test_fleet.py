@@ -58,7 +58,7 @@ class Machine:
                         PREFECT_HOME=os.path.join(self.home, ".prefect"), **shared)
 
     def cli(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=self.cwd, env=self.env,
+        proc = subprocess.run([sys.executable, "-m", "accelflow", *args], cwd=self.cwd, env=self.env,
                               capture_output=True, text=True, timeout=timeout)
         if check:
             assert proc.returncode == 0, f"[{self.name}] accelflow {' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
@@ -66,7 +66,7 @@ class Machine:
 
     def start(self, *args: str) -> subprocess.Popen:
         log = open(os.path.join(self.home, "process.log"), "ab")
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=self.cwd, env=self.env,
+        return subprocess.Popen([sys.executable, "-m", "accelflow", *args], cwd=self.cwd, env=self.env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self) -> str:
@@ -176,7 +176,7 @@ class Fleet:
 
     def result_folders(self) -> dict[str, set[str]]:
         """Each folder under the results location, with the names of its files."""
-        from tasks.storage import Store
+        from accelflow.storage.store import Store
 
         store = Store(self.results, storage_options={"key": S3_TEST_KEY, "secret": S3_TEST_SECRET, "client_kwargs": {
             "endpoint_url": self.shared["AWS_ENDPOINT_URL_S3"], "region_name": "us-east-1"}})

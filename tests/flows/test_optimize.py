@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import accelflow
-from flows.optimize import optimize
-from flows.request import OptimizeRequest
-from formats.errors import AccuracyError
+from accelflow.flows.optimize import optimize
+from accelflow.flows.request import OptimizeRequest
+from accelflow.core.errors import AccuracyError
 from tests import modelzoo
 
 FAST = {"draws": 1, "bench_seconds": 0.2}
@@ -134,7 +134,7 @@ def test_no_accurate_candidate_fails_and_leaves_no_folder(prefect_server, tmp_pa
 
 
 def test_model_from_an_s3_repository(prefect_server, s3_repo_uri, tmp_path):
-    from tasks.repository import ModelRepository
+    from accelflow.storage.repository import ModelRepository
 
     (tmp_path / "models").mkdir()
     path = modelzoo.tiny_cnn_torchscript(str(tmp_path / "models"))

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from flows.optimize import optimize
-from flows.request import OptimizeRequest
-from formats.errors import ModelMismatchError
+from accelflow.flows.optimize import optimize
+from accelflow.flows.request import OptimizeRequest
+from accelflow.core.errors import ModelMismatchError
 from tests import modelzoo
 
 FAST = {"draws": 2, "bench_seconds": 0.3, "qat": True}

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-import formats
-from flows.repo_cli import register
-from formats.errors import RepositoryError, UnsupportedFormatError
+from accelflow import formats
+from accelflow.flows.cli.repo import register
+from accelflow.core.errors import RepositoryError, UnsupportedFormatError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -44,7 +44,7 @@ class Service:
         )
         server_env = {k: v for k, v in self.env.items() if k != "PREFECT_API_URL"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "server", "--port", str(self.port), "--limit", "2"],
+            [sys.executable, "-m", "accelflow", "server", "--port", str(self.port), "--limit", "2"],
             cwd=ROOT, env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.banner = self._read_banner()
 
@@ -65,7 +65,7 @@ class Service:
         return False
 
     def cli(self, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None):
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=dict(self.env, **(env or {})),
+        proc = subprocess.run([sys.executable, "-m", "accelflow", *args], cwd=ROOT, env=dict(self.env, **(env or {})),
                               capture_output=True, text=True, timeout=timeout)
         if check:
             assert proc.returncode == 0, f"accelflow {' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
@@ -195,7 +195,7 @@ def test_stop_a_running_task_within_ten_seconds(service, repo, tmp_path):
 
 def test_stop_an_inline_run(service, repo, tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "flows.cli", "optimize", "slow@v1", "-t", "input_0:float(256*512)", "--repo", repo,
+    args = [sys.executable, "-m", "accelflow", "optimize", "slow@v1", "-t", "input_0:float(256*512)", "--repo", repo,
             "--output", str(out), "--bench-seconds", "120", "--name", "inline-slow"]
     inline = subprocess.Popen(args, cwd=ROOT, env=service.env, stderr=subprocess.PIPE, text=True)
     for line in inline.stderr:
@@ -233,7 +233,7 @@ def _accelerated(service, repo, out, name, model="cnn@v2", repo_args=None):
 
 
 def test_save_to_a_local_repository_with_the_layout(service, repo, tmp_path):
-    from tasks.repository import ModelRepository
+    from accelflow.storage.repository import ModelRepository
 
     _accelerated(service, repo, tmp_path, "to-save")
     entry = json.loads(service.cli("tasks", "save", "to-save", "--json").stdout)
@@ -249,13 +249,13 @@ def test_save_to_a_local_repository_with_the_layout(service, repo, tmp_path):
 
 
 def test_two_saves_at_once_both_land(service, repo, tmp_path):
-    from tasks.repository import ModelRepository
+    from accelflow.storage.repository import ModelRepository
 
     for name in ("twin-a", "twin-b"):
         service.cli("optimize", "other@v3", *INFO, *FAST, "--repo", repo, "--output", str(tmp_path),
                     "--name", name, "--submit")
     service.wait_for(["twin-a", "twin-b"])
-    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "tasks", "save", n, "--json"], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-m", "accelflow", "tasks", "save", n, "--json"], cwd=ROOT,
                               env=service.env, stdout=subprocess.PIPE, text=True) for n in ("twin-a", "twin-b")]
     entries = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
@@ -267,7 +267,7 @@ def test_two_saves_at_once_both_land(service, repo, tmp_path):
 
 
 def test_save_to_an_s3_repository(service, s3_repo_uri, tmp_path):
-    from tasks.repository import ModelRepository
+    from accelflow.storage.repository import ModelRepository
 
     models = tmp_path / "models"
     models.mkdir()

@@ -12,9 +12,9 @@ pytest.importorskip("tensorflow", reason="TensorFlow formats need the tf extra: 
 pytest.importorskip("tf2onnx", reason="TensorFlow formats need the tf extra: pip install -e '.[tf]'")
 
 import accelflow  # noqa: E402
-from flows.optimize import optimize  # noqa: E402
-from flows.request import OptimizeRequest  # noqa: E402
-from formats.errors import ModelMismatchError  # noqa: E402
+from accelflow.flows.optimize import optimize  # noqa: E402
+from accelflow.flows.request import OptimizeRequest  # noqa: E402
+from accelflow.core.errors import ModelMismatchError  # noqa: E402
 from tests import tf_models  # noqa: E402
 
 FAST = {"draws": 1, "bench_seconds": 0.2}
@@ -53,7 +53,7 @@ def test_savedmodel_at_fp16_with_a_dynamic_batch(prefect_server, cnn, tmp_path):
 
 
 def test_savedmodel_two_inputs_lossless_from_an_s3_repository(prefect_server, s3_repo_uri, tmp_path):
-    from tasks.repository import ModelRepository
+    from accelflow.storage.repository import ModelRepository
 
     folder = tf_models.keras_two_input_savedmodel(str(tmp_path / "two"))
     ModelRepository(s3_repo_uri).add("ranker", "v1", folder, source="uploaded", format="savedmodel")
@@ -91,7 +91,7 @@ def test_outputs_option_on_a_savedmodel_is_refused_before_any_work(prefect_serve
 
 
 def test_cli_takes_comma_separated_outputs_and_refuses_a_signature_on_a_frozen_graph(prefect_server, tmp_path, capsys):
-    from flows.cli import EXIT_USER_ERROR, main
+    from accelflow.flows.cli.main import EXIT_USER_ERROR, main
 
     (tmp_path / "models").mkdir()
     graph = tf_models.frozen_graph(str(tmp_path / "models" / "graph.pb"))

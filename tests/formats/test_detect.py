@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-import formats
-from formats import onnx_model, pytorch_checkpoint, torchscript
-from formats.errors import UnsupportedFormatError
+from accelflow import formats
+from accelflow.formats import onnx_model, pytorch_checkpoint, torchscript
+from accelflow.core.errors import UnsupportedFormatError
 from tests import modelzoo
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from formats import detections
+from accelflow.formats import detections
 
 STRUCTURE = detections.output_structure(1, masks=False)
 TOL = detections.tolerances("fp16")
@@ -101,7 +101,7 @@ def test_accuracy_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
     any work, naming the options that do apply (the config is recognised by its text alone)."""
     import torch
 
-    from flows.cli import EXIT_USER_ERROR, main
+    from accelflow.flows.cli.main import EXIT_USER_ERROR, main
     from tests import modelzoo
 
     cnn = modelzoo.tiny_cnn_torchscript(str(tmp_path))

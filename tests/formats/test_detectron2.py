@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from formats import detect_format, detectron2_model, detections, tensor_info
+from accelflow.formats import detect_format, detectron2_model, detections
+from accelflow.core import tensor_info
 from tests.detector_checks import features_plus_heads_match
 
 
@@ -72,8 +73,8 @@ def test_exported_backbone_plus_heads_give_the_original_detections(detectors, na
 @needs_detectron2
 @pytest.mark.parametrize("level", ["lossless", "fp16"])
 def test_optimize_flow_on_faster_rcnn(prefect_server, detectors, level, tmp_path):
-    from flows.optimize import optimize
-    from flows.request import OptimizeRequest
+    from accelflow.flows.optimize import optimize
+    from accelflow.flows.request import OptimizeRequest
 
     # One small fixed size (the size range is covered above): one shape point to time.
     spec = ["input_0[0][image]:float(3*256*320)"]
@@ -94,7 +95,7 @@ def _loads_as_the_detector(folder, config, spec):
     import shutil
 
     import accelflow
-    from formats.runner import run_arrays
+    from accelflow.core.runner import run_arrays
 
     moved = shutil.move(folder, folder + "-moved")  # nothing may point back into the task's files
     model = accelflow.load(moved)

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-import formats
-from formats import diffusers_pipeline as dp
-from formats.errors import MissingDependencyError, SpecError, UnsupportedFormatError
+from accelflow import formats
+from accelflow.formats import diffusers_pipeline as dp
+from accelflow.core.errors import MissingDependencyError, SpecError, UnsupportedFormatError
 
 pytest.importorskip("diffusers", reason="Stable Diffusion pipelines need the diffusers extra: pip install -e .[diffusers]")
 

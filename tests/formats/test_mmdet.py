@@ -9,8 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from formats import detect_format, detections, find_model_file, mmdet_model, tensor_info
-from formats.errors import UnsupportedFormatError
+from accelflow.formats import detect_format, detections, find_model_file, mmdet_model
+from accelflow.core import tensor_info
+from accelflow.core.errors import UnsupportedFormatError
 from tests.detector_checks import features_plus_heads_match
 
 
@@ -84,8 +85,8 @@ def test_exported_features_plus_heads_give_the_original_detections(detectors, na
 @needs_mmdet
 @pytest.mark.parametrize("level", ["lossless", "fp16"])
 def test_optimize_flow_on_faster_rcnn(prefect_server, detectors, level, tmp_path):
-    from flows.optimize import optimize
-    from flows.request import OptimizeRequest
+    from accelflow.flows.optimize import optimize
+    from accelflow.flows.request import OptimizeRequest
 
     request = OptimizeRequest(model=os.path.dirname(detectors["faster-rcnn-r18"]), tensor_info=SPEC,
                               output=str(tmp_path / "out"), level=level, draws=1, bench_seconds=0.5)
@@ -114,7 +115,7 @@ def _loads_as_the_detector(folder, config):
     assert isinstance(got, list) and set(got[0]) == {"bboxes", "scores", "labels"}
     spec = tensor_info.parse(SPEC)
     want = mmdet_model.baseline_runner(config, spec, None, 2)
-    from formats.runner import run_arrays
+    from accelflow.core.runner import run_arrays
 
     structure = model.manifest["io"]["source"]["detections_structure"]
     accuracy = detections.compare([run_arrays(want, [image])], [detections.flat(got)], structure,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from formats.errors import SpecError
-from formats.tensor_info import (
+from accelflow.core.errors import SpecError
+from accelflow.core.tensor_info import (
     DTYPE_ALIASES,
     ShapePoint,
     ShapeSpec,

@@ -12,13 +12,14 @@ import pytest
 pytest.importorskip("tensorflow", reason="TensorFlow formats need the tf extra: pip install -e '.[tf]'")
 pytest.importorskip("tf2onnx", reason="TensorFlow formats need the tf extra: pip install -e '.[tf]'")
 
-import formats  # noqa: E402
-from formats import tensor_info, tf_frozen_graph, tf_savedmodel  # noqa: E402
-from formats.errors import ModelMismatchError, UnsupportedFormatError  # noqa: E402
-from formats.modelio import ModelIO  # noqa: E402
-from formats.onnx_model import OrtRunner  # noqa: E402
-from formats.runner import run_arrays  # noqa: E402
-from tasks.convert import convert_to_onnx  # noqa: E402
+from accelflow import formats  # noqa: E402
+from accelflow.core import tensor_info
+from accelflow.formats import tf_frozen_graph, tf_savedmodel  # noqa: E402
+from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError  # noqa: E402
+from accelflow.core.modelio import ModelIO  # noqa: E402
+from accelflow.formats.onnx_model import OrtRunner  # noqa: E402
+from accelflow.core.runner import run_arrays  # noqa: E402
+from accelflow.tasks.convert import convert_to_onnx  # noqa: E402
 from tests import tf_models  # noqa: E402
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from formats import tensor_info, torchscript
-from formats.errors import ModelMismatchError, UnsupportedFormatError
-from formats.runner import run_arrays
+from accelflow.core import tensor_info
+from accelflow.formats import torchscript
+from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError
+from accelflow.core.runner import run_arrays
 from tests import modelzoo
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from reports.render import (
+from accelflow.reports.render import (
     console_summary,
     fmt_ms,
     fmt_sci,
@@ -19,14 +19,8 @@ from reports.render import (
     to_markdown,
     write_report,
 )
-from reports.results import (
-    Accuracy,
-    Candidate,
-    OutputAccuracy,
-    ShapeBenchmark,
-    TaskReport,
-)
-from reports.stats import geometric_mean, latency_stats, speedup
+from accelflow.reports.results import Accuracy, Candidate, OutputAccuracy, ShapeBenchmark, TaskReport
+from accelflow.reports.stats import geometric_mean, latency_stats, speedup
 
 SHAPES = {
     "min": {"input_ids": [1, 16], "attention_mask": [1, 16]},
@@ -280,7 +274,7 @@ def test_a_detectors_accuracy_is_told_in_detection_terms():
     """Matched share, score and box diff and mask IoU, not 'max abs diff' and 'cosine'."""
     import dataclasses
 
-    from formats import detections
+    from accelflow.formats import detections
 
     structure = detections.output_structure(1, masks=True)
     mask = np.zeros((1, 8, 8), bool)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.stats import (
+from accelflow.reports.stats import (
     SUMMARY_COLUMNS,
     _bootstrap_medians,
     _resample_counts,

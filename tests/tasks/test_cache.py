@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from tasks import cache
-from tasks.convert import convert_to_onnx
+from accelflow.storage import cache
+from accelflow.tasks.convert import convert_to_onnx
 from tests import modelzoo
 
 INFO = ["input_0:float(1*3*16*16,2*3*16*16)"]

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from formats.errors import OutputPathError
-from tasks import package
+from accelflow.core.errors import OutputPathError
+from accelflow.tasks import package
 
 
 @pytest.mark.parametrize("relative", [".", "results", "results/deeper"])

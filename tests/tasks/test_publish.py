@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from tasks import package, publish
-from tasks.storage import Store
+from accelflow.tasks import package, publish
+from accelflow.storage.store import Store
 
 
 @pytest.fixture(params=["local", "s3"])

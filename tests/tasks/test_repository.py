@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from formats.errors import AccelflowError, RepositoryError
-from tasks.repository import ModelEntry, ModelRepository, VersionEntry, parse_model_ref
+from accelflow.core.errors import AccelflowError, RepositoryError
+from accelflow.storage.repository import ModelEntry, ModelRepository, VersionEntry, parse_model_ref
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -240,7 +240,7 @@ def test_version_written_by_older_releases_has_its_files_in_files(repo, model_fi
 
 
 def test_copy_version_into_another_store(repo, model_dir, tmp_path):
-    from tasks.storage import Store
+    from accelflow.storage.store import Store
 
     repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
     dest = Store(str(tmp_path / "results"))

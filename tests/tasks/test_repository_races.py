@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from formats.errors import RepositoryError
-from tasks.repository import ModelRepository
-from tasks.storage import Store
+from accelflow.core.errors import RepositoryError
+from accelflow.storage.repository import ModelRepository
+from accelflow.storage.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WRITERS = 4
@@ -360,7 +360,7 @@ def test_store_freezing_at_the_claim_still_ends_in_one_whole_version(own_server,
 
     import boto3
 
-    from tasks.retry import with_retries
+    from accelflow.storage.retry import with_retries
     from tests.conftest import set_s3_env
 
     set_s3_env(monkeypatch, own_server.endpoint_url)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from formats import tensor_info
-from formats.errors import SpecError
-from tasks.verify import compare, random_draws, sample_draws, tolerances
+from accelflow.core import tensor_info
+from accelflow.core.errors import SpecError
+from accelflow.tasks.verify import compare, random_draws, sample_draws, tolerances
 
 RNG = np.random.default_rng(0)
 REF = RNG.standard_normal((4, 64)).astype(np.float32) * 3.0

@@ -63,9 +63,9 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 
-from formats.errors import RepositoryError
-from tasks.retry import is_transient
-from tasks.storage import Store, is_remote, repository_store
+from accelflow.core.errors import RepositoryError
+from accelflow.storage.retry import is_transient
+from accelflow.storage.store import Store, is_remote, repository_store
 
 DEFAULT_REPO = "./model-repo"
 REPO_ENV = "ACCELFLOW_REPO"

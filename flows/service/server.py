@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-from formats.errors import AccelflowError
+from accelflow.core.errors import AccelflowError
 
 DEFAULT_PORT = 4200
 
@@ -28,7 +28,7 @@ def register(verbs) -> None:
 def run_server(args) -> int:
     _stop_on_signals()
     api_url = f"http://{args.host}:{args.port}/api"
-    from flows.fleet import heartbeat_env
+    from accelflow.flows.service.fleet import heartbeat_env
 
     # Heartbeats from every task process: a runner that dies leaves no task "accelerating".
     env = dict(os.environ, PREFECT_API_URL=api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false", **heartbeat_env())
@@ -39,7 +39,7 @@ def run_server(args) -> int:
         runner = None
         try:
             _wait_healthy(api_url, server, log_path)
-            runner = _start([sys.executable, "-m", "flows.serve", "--limit", str(args.limit)], env, log)
+            runner = _start([sys.executable, "-m", "accelflow.flows.service.serve", "--limit", str(args.limit)], env, log)
             _announce(args, api_url, log_path)
             return _supervise(server, runner)
         except KeyboardInterrupt:

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from formats.errors import AccelflowError
+from accelflow.core.errors import AccelflowError
 
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flows import fleet, repo_cli, server, tasks_cli
+    from accelflow.flows.service import fleet, server
+    from accelflow.flows.cli import repo as repo_cli, tasks as tasks_cli
 
     parser = argparse.ArgumentParser(prog="accelflow", description="Optimize trained models for inference, and prove it.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own logs")
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optimize(verbs) -> None:
-    from flows.options import add_request_options
+    from accelflow.flows.cli.options import add_request_options
 
     p = verbs.add_parser("optimize", help="optimize models and report the speed-up and accuracy")
     p.add_argument("models", nargs="+", metavar="MODEL",
@@ -84,7 +85,7 @@ def _add_tensor_info(verbs) -> None:
 
 
 def run_tensor_info(args) -> int:
-    from formats import tensor_info
+    from accelflow.core import tensor_info
 
     info = tensor_info.parse(tensor_info.load_lines(args.lines or None, args.file))
     print(json.dumps(info.to_json(), indent=2, ensure_ascii=False))
@@ -92,9 +93,9 @@ def run_tensor_info(args) -> int:
 
 
 def run_optimize(args) -> int:
-    from flows.fanout import DEFAULT_BATCH_NAME, child_requests
-    from flows.options import request_fields
-    from flows.request import OptimizeRequest
+    from accelflow.flows.fanout import DEFAULT_BATCH_NAME, child_requests
+    from accelflow.flows.cli.options import request_fields
+    from accelflow.flows.request import OptimizeRequest
 
     base = OptimizeRequest(model=args.models[0], submitted_at=args.started, **request_fields(args))
     requests = child_requests(base, args.models)
@@ -106,9 +107,9 @@ def run_optimize(args) -> int:
 def _submit(requests, batch_name: str, as_json: bool) -> int:
     from prefect.settings import PREFECT_API_URL
 
-    from flows.batch import check_server, submit
-    from flows.inputs import prepare_for_submit
-    from flows.request import check_request
+    from accelflow.flows.batch import check_server, submit
+    from accelflow.flows.inputs import prepare_for_submit
+    from accelflow.flows.request import check_request
 
     check_server(requests)
     requests = [prepare_for_submit(check_request(r, local=False), PREFECT_API_URL.value()) for r in requests]
@@ -125,9 +126,9 @@ def run_inline(requests, batch_name: str, as_json: bool) -> int:
     """Run in this process on Prefect's embedded default (or PREFECT_API_URL if set)."""
     from prefect import tags
 
-    from flows.batch import optimize_batch
-    from flows.embedded import ensure_started
-    from flows.optimize import optimize, preflight
+    from accelflow.flows.batch import optimize_batch
+    from accelflow.flows.embedded import ensure_started
+    from accelflow.flows.optimize import optimize, preflight
 
     requests = [preflight(r)[0] for r in requests]  # every task checked before any starts
     ensure_started()
@@ -145,10 +146,10 @@ def run_inline(requests, batch_name: str, as_json: bool) -> int:
 
 
 def _print_summary(result: dict) -> None:
-    from reports.render import console_summary
-    from reports.results import TaskReport
+    from accelflow.reports.render import console_summary
+    from accelflow.reports.results import TaskReport
 
-    from tasks.publish import read_report
+    from accelflow.tasks.publish import read_report
 
     if not result.get("result_uri"):
         print(f"{result['name']}: {result.get('state', 'failed').lower()}: {result.get('reason', '')}")
@@ -159,7 +160,7 @@ def _print_summary(result: dict) -> None:
 
 def _configure_logging(debug: bool) -> None:
     """Our progress lines on stderr; Prefect's console output only with --debug."""
-    from flows.embedded import prefer_patient_startup
+    from accelflow.flows.embedded import prefer_patient_startup
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     prefer_patient_startup()

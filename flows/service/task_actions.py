@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import time
 
-from flows.tasklist import (
-    ACTIVE, BATCH_FLOW, TaskError, client, find_task, state_word, task_result, user_state, wait_until_final,
+from accelflow.flows.service.tasklist import (
+    ACTIVE,
+    BATCH_FLOW,
+    TaskError,
+    client,
+    find_task,
+    state_word,
+    task_result,
+    user_state,
+    wait_until_final,
 )
 
 STOP_TIMEOUT = 30.0
@@ -34,7 +42,7 @@ def show_task(ref: str) -> dict:
 
 def _read_report(result: dict) -> dict | None:
     """The report from the result's URI; None (with the reason in `result`) when unreadable."""
-    from tasks.publish import ResultError, read_report
+    from accelflow.tasks.publish import ResultError, read_report
 
     uri = result.get("result_uri") or result.get("result_folder")
     if not uri:
@@ -49,7 +57,7 @@ def _read_report(result: dict) -> dict | None:
 def _elsewhere(uri: str, host: str | None) -> str:
     import platform
 
-    from tasks.storage import is_remote
+    from accelflow.storage.store import is_remote
 
     if is_remote(uri) or not host or host == platform.node():
         return ""
@@ -93,8 +101,8 @@ def delete_task(ref: str, force: bool = False, keep_files: bool = False) -> dict
     """Remove a task and its result; never a copy saved to the repository. The result is
     removed only where its manifest names this task's run and it lies under a trusted
     results location (publish.delete): the URI comes from an artifact anyone could write."""
-    from flows.request import server_results_location
-    from tasks.publish import delete, trusted_roots
+    from accelflow.flows.request import server_results_location
+    from accelflow.tasks.publish import delete, trusted_roots
 
     with client() as c:
         run = find_task(c, ref)
@@ -110,7 +118,7 @@ def delete_task(ref: str, force: bool = False, keep_files: bool = False) -> dict
 
 
 def save_task_to_repository(ref: str):
-    from tasks.save import save_task
+    from accelflow.tasks.save import save_task
 
     with client() as c:
         run = find_task(c, ref)
@@ -124,7 +132,7 @@ def save_task_to_repository(ref: str):
 
 def retry_request(ref: str, edits: dict):
     """The retried task's request with `edits` applied, named after it and recording its id."""
-    from flows.request import OptimizeRequest
+    from accelflow.flows.request import OptimizeRequest
 
     with client() as c:
         run = find_task(c, ref)

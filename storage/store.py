@@ -27,7 +27,7 @@ import tempfile
 
 import fsspec
 
-from formats.errors import AccelflowError, RepositoryError
+from accelflow.core.errors import AccelflowError, RepositoryError
 
 # Uploads slower than this are taken for a stalled store (see Store._deadline).
 _SLOWEST_UPLOAD_BYTES_PER_S = 256 * 1024

@@ -10,8 +10,8 @@ import argparse
 import dataclasses
 import json
 
-from formats.errors import UnsupportedFormatError
-from tasks.repository import ModelEntry, ModelRepository, VersionEntry, check_name
+from accelflow.core.errors import UnsupportedFormatError
+from accelflow.storage.repository import ModelEntry, ModelRepository, VersionEntry, check_name
 
 _REPO_HELP = "model repository: a folder or s3://bucket/prefix (default: $ACCELFLOW_REPO or ./model-repo)"
 
@@ -67,13 +67,13 @@ def cmd_add(args) -> int:
 
 
 def _detect_format(path: str) -> str:
-    from tasks.storage import is_remote
+    from accelflow.storage.store import is_remote
 
     if is_remote(path):  # detection reads the file: name the format rather than download it here
         raise UnsupportedFormatError(f"give the format of {path} with --format (for example --format onnx): "
                                      "it is detected only for local files.")
     try:
-        from formats import detect_format_name  # lazy: detection may import heavy backends
+        from accelflow.formats import detect_format_name  # lazy: detection may import heavy backends
     except ImportError as exc:
         raise UnsupportedFormatError(
             f"cannot detect the format of {path!r} ({exc}); pass it with --format, "

@@ -7,7 +7,7 @@ import os
 import platform
 import time
 
-from formats.runner import thread_count
+from accelflow.core.runner import thread_count
 
 LIBRARIES = (
     "accelflow", "prefect", "numpy", "pandas", "torch", "onnx", "onnxruntime", "openvino", "tensorrt", "polygraphy",
@@ -46,7 +46,7 @@ def _gpu_info() -> dict:
 
     if not shutil.which("nvidia-smi"):
         return {}
-    from engines import gpu
+    from accelflow.engines import gpu
 
     here = gpu.current()
     return {"gpu": here.to_dict()} if here else {}

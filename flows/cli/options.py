@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from formats.errors import AccelflowError
+from accelflow.core.errors import AccelflowError
 
 # (flags, field, argparse keywords, default when creating a task)
 _OPTIONS = (
@@ -52,7 +52,7 @@ def add_request_options(parser: argparse.ArgumentParser, editing: bool = False) 
 
 def request_fields(args, editing: bool = False) -> dict:
     """The OptimizeRequest fields the options give (only those given, when editing)."""
-    from formats import tensor_info
+    from accelflow.core import tensor_info
 
     fields = {field: getattr(args, field) for _, field, _, _ in _OPTIONS}
     info_lines, info_file = fields.pop("tensor_info"), fields.pop("tensor_info_file")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from formats.errors import AccelflowError
+from accelflow.core.errors import AccelflowError
 
 TASK_FLOW = "optimize"
 BATCH_FLOW = "optimize-batch"
@@ -64,7 +64,7 @@ def user_state(flow_run) -> str:
 def client():
     from prefect.client.orchestration import get_client
 
-    from flows.embedded import ensure_started
+    from accelflow.flows.embedded import ensure_started
 
     ensure_started()
     return get_client(sync_client=True)

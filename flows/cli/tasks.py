@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from flows import task_actions
-from flows.tasklist import USER_STATES, list_tasks
+from accelflow.flows.service import task_actions
+from accelflow.flows.service.tasklist import USER_STATES, list_tasks
 
 STATES = sorted(set(USER_STATES.values()))
 
@@ -37,7 +37,7 @@ def _verb(sub, name, func, help_text, arguments) -> None:
 
 
 def _add_retry(sub) -> None:
-    from flows.options import add_request_options
+    from accelflow.flows.cli.options import add_request_options
 
     p = sub.add_parser("retry", help="re-accelerate a failed or stopped task, with any setting edited")
     p.add_argument("task", metavar="TASK")
@@ -87,8 +87,8 @@ def _render_details(d: dict) -> str:
 
 
 def _report_lines(report: dict, result: dict) -> list[str]:
-    from reports.render import console_summary
-    from reports.results import TaskReport
+    from accelflow.reports.render import console_summary
+    from accelflow.reports.results import TaskReport
 
     return ["report:", *["  " + l for l in console_summary(TaskReport.from_dict(report), result.get("result_uri") or result["result_folder"]).splitlines()]]
 
@@ -123,8 +123,8 @@ def cmd_tag(args) -> int:
 
 
 def cmd_retry(args) -> int:
-    from flows.cli import _submit, run_inline
-    from flows.options import request_fields
+    from accelflow.flows.cli.main import _submit, run_inline
+    from accelflow.flows.cli.options import request_fields
 
     request, was_deployed = task_actions.retry_request(args.task, request_fields(args, editing=True))
     if args.submit or was_deployed:

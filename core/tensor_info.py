@@ -20,7 +20,7 @@ from typing import Any, Callable
 import ml_dtypes
 import numpy as np
 
-from formats.errors import SpecError
+from accelflow.core.errors import SpecError
 
 MAX_DIM = 2**31 - 1
 DEFAULT_MAX_ELEMENTS = 2**31

@@ -9,8 +9,8 @@ import os
 def deployments():
     from prefect.deployments.runner import EntrypointType
 
-    import engines
-    from flows.optimize import optimize
+    from accelflow import engines
+    from accelflow.flows.optimize import optimize
 
     return [
         optimize.to_deployment(name=device, entrypoint_type=EntrypointType.MODULE_PATH,
@@ -21,8 +21,8 @@ def deployments():
 
 def _detect_lost_runs() -> None:
     """The zombie-flow automation on this server (see flows/fleet.py)."""
-    from flows.fleet import ensure_zombie_automation
-    from flows.tasklist import client
+    from accelflow.flows.service.fleet import ensure_zombie_automation
+    from accelflow.flows.service.tasklist import client
 
     with client() as c:
         ensure_zombie_automation(c)

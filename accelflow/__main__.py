@@ -1,0 +1,7 @@
+"""`python -m accelflow ...` is the `accelflow` command."""
+
+import sys
+
+from accelflow.flows.cli.main import main
+
+sys.exit(main())

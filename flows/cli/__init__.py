@@ -1,0 +1,1 @@
+"""The `accelflow` command line."""

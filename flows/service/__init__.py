@@ -1,0 +1,1 @@
+"""The service: the Prefect server, workers, deployments and the task list."""

@@ -1,0 +1,1 @@
+"""Storage services: fsspec locations, the model repository, the conversion cache, retries."""
