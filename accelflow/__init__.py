@@ -13,12 +13,12 @@ A Stable Diffusion pipeline's result loads as a diffusers pipeline (load returns
     image = pipe("a red apple", num_inference_steps=20, height=256, width=256).images[0]
 """
 
-__version__ = "0.1.0"
+from accelflow.core import VERSION as __version__  # noqa: F401  (the one place the version is set)
 
 
 def load(folder: str, threads: int | None = None):
     """Load an optimized model folder or result URI; see engines.result.OptimizedModel."""
-    from accelflow.engines.result import load as _load
+    from accelflow.engines.loading import load as _load
     from accelflow.tasks.publish import local_copy
 
     return _load(local_copy(folder), threads)

@@ -2,3 +2,5 @@
 
 It imports nothing else of accelflow, so every other layer may use it.
 """
+
+VERSION = "0.1.0"

@@ -12,13 +12,13 @@ from types import ModuleType
 
 from accelflow.engines import gpu, onnxruntime_cuda_engine, onnxruntime_engine, openvino_engine, tensorrt_engine
 from accelflow.core.errors import DeviceError, EngineError
+from accelflow.core.levels import level_named
 
 # The order is the build order; each engine names the devices it builds for.
 ENGINES: tuple[ModuleType, ...] = (
     onnxruntime_engine, openvino_engine, tensorrt_engine, onnxruntime_cuda_engine,
 )
 
-LEVELS = ("fp16", "lossless")
 CPU_DEVICES = ("cpu",)
 # Deployment machine types of the product (SPEC 2.10) and common NVIDIA serving GPUs;
 # engines/gpu.py maps GPU names to them.
@@ -32,13 +32,6 @@ def engine_named(name: str) -> ModuleType:
     raise EngineError(
         f"unknown engine {name!r}; choose one of: auto, {', '.join(e.NAME for e in ENGINES)}."
     )
-
-
-def check_level(level: str) -> str:
-    normal = level.lower()
-    if normal not in LEVELS:
-        raise EngineError(f"unknown optimization level {level!r}; choose fp16 or lossless.")
-    return normal
 
 
 # A CPU class names a pool of like CPUs (bf16, VNNI and AMX change which engine wins):
@@ -128,6 +121,7 @@ def candidates(level: str, device: str, choice: str = "auto", version: str | Non
     device = engine_device(device)
     if version and choice == "auto":
         raise EngineError("--engine-version needs --engine NAME: a version belongs to one engine.")
+    level_name, level = level, level_named(level)
     pairs = []
     for engine in engines:
         # The device first: a CPU task never asks a GPU engine anything (not even its version).
@@ -144,7 +138,7 @@ def candidates(level: str, device: str, choice: str = "auto", version: str | Non
             )
         pairs.extend((engine, p) for p in (["int8"] if qat else engine.precisions(level, device)))
     if not pairs:
-        raise EngineError(f"no engine can build for device {device!r} at level {level} here.")
+        raise EngineError(f"no engine can build for device {device!r} at level {level_name} here.")
     return pairs
 
 

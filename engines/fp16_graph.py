@@ -343,7 +343,7 @@ def precheck(onnx_path: str, io, runner, spec) -> dict:
     """
     from accelflow.formats.onnx_model import OrtRunner
     from accelflow.core.runner import run_arrays
-    from accelflow.tasks.verify import compare, random_draws, tolerances
+    from accelflow.core.accuracy import compare, random_draws, tolerances
 
     try:
         reference = OrtRunner(onnx_path, io, 1)

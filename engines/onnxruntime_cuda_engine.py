@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from accelflow.core.levels import Level
 from accelflow.engines import fp16_graph, gpu
 from accelflow.engines.gpu import GPU_DEVICES
 from accelflow.core.errors import DeviceError, EngineError
@@ -44,8 +45,8 @@ def version() -> str | None:
     return onnxruntime.__version__ if CUDA in onnxruntime.get_available_providers() else None
 
 
-def precisions(level: str, device: str) -> list[str]:
-    return ["fp16"] if level == "fp16" else ["f32"]
+def precisions(level: Level, device: str) -> list[str]:
+    return ["fp16"] if level.reduced_precision else ["f32"]
 
 
 def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) -> dict:

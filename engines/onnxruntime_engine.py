@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from accelflow.core.levels import Level
 from accelflow.core.modelio import ModelIO
 from accelflow.formats.onnx_model import OrtRunner, needs_external_data, session_options
 
@@ -26,7 +27,7 @@ def version() -> str | None:
     return onnxruntime.__version__
 
 
-def precisions(level: str, device: str) -> list[str]:
+def precisions(level: Level, device: str) -> list[str]:
     # An FP16-cast graph on ORT's CPU provider is slower than f32 (DESIGN.md), so f32 only.
     # ("int8", for QAT models, needs nothing else: ORT_ENABLE_ALL turns Q/DQ pairs into
     # integer kernels, VNNI where the CPU has it.)

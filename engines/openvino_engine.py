@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+from accelflow.core.levels import Level
+
 NAME = "openvino"
 PACKAGE = "openvino"
 DEVICES = ("cpu",)
@@ -53,8 +55,8 @@ def reduced_precisions() -> list[str]:
     return [p for p, cap in _REDUCED.items() if cap in capabilities]
 
 
-def precisions(level: str, device: str) -> list[str]:
-    return ["f32"] + (reduced_precisions() if level == "fp16" else [])
+def precisions(level: Level, device: str) -> list[str]:
+    return ["f32"] + (reduced_precisions() if level.reduced_precision else [])
 
 
 def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) -> dict:

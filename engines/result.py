@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from accelflow.formats import format_named
 from accelflow.formats import detections
 from accelflow.core.errors import EngineError
 from accelflow.core.modelio import ModelIO, rebuild
@@ -82,7 +83,8 @@ class OptimizedModel:
         threads = threads or thread_count()
         self.runner = engine.load(self.manifest["folder"], self.manifest, threads)
         if detections.is_detector(self.manifest.get("io")):  # the backbone's engine, then heads and NMS
-            self.runner = detections.candidate(self.runner, self.manifest["io"], threads, self.manifest["folder"])
+            self.runner = detections.candidate(format_named(detections.format_name(self.manifest["io"])), self.runner,
+                                              self.manifest["io"], threads, self.manifest["folder"])
             self.io.output_structure = self.manifest["io"]["source"]["detections_structure"]
 
     def __call__(self, *args, **kwargs):
@@ -95,15 +97,3 @@ class OptimizedModel:
     def __repr__(self) -> str:
         m = self.manifest
         return f"OptimizedModel({m['engine']} {m['engine_version']}, {m['precision']}, {m['folder']!r})"
-
-
-def load(folder: str, threads: int | None = None):
-    """Load an optimized model folder (the task's result folder or its model/ subfolder).
-
-    A Stable Diffusion pipeline's result loads as the pipeline (engines/pipeline_result.py).
-    """
-    if read_manifest(folder).get("format") == PIPELINE_FORMAT:
-        from accelflow.engines.pipeline_result import load_pipeline
-
-        return load_pipeline(folder, threads)
-    return OptimizedModel(folder, threads)

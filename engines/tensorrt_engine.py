@@ -40,6 +40,7 @@ import re
 
 import numpy as np
 
+from accelflow.core.levels import Level
 from accelflow.engines import fp16_graph, gpu, profiles
 from accelflow.engines.gpu import GPU_DEVICES
 from accelflow.core.errors import DeviceError, EngineError, missing_dependency
@@ -58,8 +59,8 @@ def version() -> str | None:
     return tensorrt.__version__
 
 
-def precisions(level: str, device: str) -> list[str]:
-    return ["fp16"] if level == "fp16" else ["f32"]
+def precisions(level: Level, device: str) -> list[str]:
+    return ["fp16"] if level.reduced_precision else ["f32"]
 
 
 def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) -> dict:

@@ -73,7 +73,7 @@ def submit(requests: list[OptimizeRequest], batch_name: str) -> list[dict]:
 def check_server(requests: list[OptimizeRequest]) -> None:
     from prefect.settings import PREFECT_API_URL
 
-    from accelflow.flows.service.tasklist import client
+    from accelflow.flows.runs import client
 
     url = PREFECT_API_URL.value()
     if not url:

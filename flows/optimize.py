@@ -21,6 +21,7 @@ from accelflow.tasks import fetch, package, pipeline, publish, runners, steps
 from accelflow.storage.store import is_remote
 from accelflow.tasks.benchmark import TimingPlan
 from accelflow.tasks.report import assemble, candidates_of, engine_notes, select
+from accelflow.flows.stages import build_all, overheads, publish_artifacts, publish_result
 
 
 def locate_model(request: OptimizeRequest) -> str | None:
@@ -52,13 +53,6 @@ def preflight(request: OptimizeRequest) -> tuple[OptimizeRequest, str]:
     """Every check that loads no model, run before any work, inline or on a server."""
     request = check_request(request)
     return request, package.check_output_path(request.output, locate_model(request))
-
-
-def _run_has_ended(claim: dict) -> bool:
-    """Whether the flow run that claimed a result folder has ended (or is gone from the server)."""
-    from accelflow.flows.service.tasklist import run_has_ended
-
-    return run_has_ended(claim.get("flow_run_id", ""))
 
 
 @flow(name="optimize", persist_result=False, validate_parameters=True)
@@ -103,7 +97,7 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: package.Stagi
         converted = steps.convert_to_onnx(fetched.model_file, fetched.format, lines, work, request.qat,
                                           request.format_options())
     with progress.step("build engines"):
-        built = _build_all(request, converted, lines, work, threads, progress)
+        built = build_all(request, converted, lines, work, threads, progress)
     ok = [b for b in built if not b.error]
     with progress.step("verify accuracy"):
         accuracies = steps.verify_accuracy(
@@ -121,7 +115,7 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: package.Stagi
     with progress.step("report"):
         candidates = candidates_of(built, accuracies, timed)
         best = select(candidates)
-        timings = dict(progress.timings, **_overheads(request, progress))
+        timings = dict(progress.timings, **overheads(request, progress))
         report = assemble(task_name, request, fetched, candidates, best, timings)
         if converted.cached:
             report.notes.append("the ONNX conversion came from the cache (same model bytes, tensor "
@@ -130,34 +124,8 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: package.Stagi
         report.notes.extend(engine_notes(chosen.engine_config))
     with progress.step("package"):
         result = _package(request, fetched, task_name, chosen, converted, report, staging, output, run_id)
-    _publish(report, result)
+    publish_artifacts(report, result)
     return result
-
-
-def _build_all(request, converted, lines, work, threads, progress) -> list:
-    from accelflow import engines
-
-    built = []
-    for engine, precision in engines.candidates(request.level, request.device, request.engine,
-                                                request.engine_version, request.qat):
-        b = steps.build_candidate(converted.onnx_path, converted.io, lines, engine.NAME, precision, work, threads)
-        status = f"failed: {b.error}" if b.error else f"built in {b.build_seconds:.1f}s"
-        progress.say(f"    {engine.NAME} {precision}: {status}")
-        built.append(b)
-    return built
-
-
-def _overheads(request: OptimizeRequest, progress: Progress) -> dict[str, float]:
-    """Time waiting for a free runner slot, and orchestration: the rest of the wall time not
-    spent inside a step (process start, imports, Prefect's server and bookkeeping)."""
-    from accelflow.engines.machine import process_started_at
-
-    started = max(request.submitted_at, process_started_at() or request.submitted_at)
-    busy = sum(progress.timings.values())
-    return {
-        "queued": round(max(0.0, started - request.submitted_at), 3),
-        "orchestration": round(max(0.0, time.time() - started - busy), 3),
-    }
 
 
 def _package(request, fetched, task_name, chosen, converted, report, staging, output, run_id) -> dict:
@@ -167,28 +135,6 @@ def _package(request, fetched, task_name, chosen, converted, report, staging, ou
     manifest = manifest_for(task_name, request, fetched, chosen, converted, report)
     package.package_result(staging, chosen.folder, manifest, report, write_report)
     return publish_result(staging, output, request, fetched, report, run_id)
-
-
-def publish_result(staging, output: str, request, fetched, report, run_id: str) -> dict:
-    """Publish the packaged result and return the row the task list keeps of it."""
-    uri = publish.publish(staging, output, request.name, run_id, claim_is_stale=_run_has_ended)
-    return publish.result_row(uri, request, fetched, report)
-
-
-def _publish(report, result: dict) -> None:
-    """The report on the flow run page (markdown, latency table) and the result the task list reads."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-
-    from accelflow.flows.progress import quietly
-    from accelflow.flows.service.tasklist import RESULT_ARTIFACT
-    from accelflow.reports.render import summary_table, to_markdown
-
-    quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
-    quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))
-    quietly(lambda: create_table_artifact([result], key=RESULT_ARTIFACT, description="accelflow result"))
-    link = result["report_html"]
-    quietly(lambda: create_link_artifact(link if "://" in link else f"file://{link}", link_text="report.html",
-                                         description=f"the optimization report; the result is at {result['result_uri']}"))
 
 
 __all__ = ["optimize", "preflight"]

@@ -11,36 +11,30 @@ from __future__ import annotations
 import os
 
 
+from accelflow.core.levels import level_named
 from accelflow.core.errors import AccuracyError, ModelMismatchError
 from accelflow.reports.results import PipelineReport
 from accelflow.tasks import package, pipeline, pipeline_e2e, pipeline_report, steps
 from accelflow.tasks.benchmark import TimingPlan
 from accelflow.tasks.report import candidates_of
-
-
-plan_components = steps.as_step(pipeline.plan_components, "plan pipeline components")
-export_component = steps.as_step(pipeline.export_component, "convert component to ONNX")
-verify_component = steps.as_step(pipeline.verify_component, "verify component accuracy")
-benchmark_component = steps.as_step(pipeline.benchmark_component, "benchmark component")
+from accelflow.flows.stages import build_all, overheads, publish_artifacts, publish_result
 
 
 def optimize_pipeline_into(request, fetched, output: str, staging, progress, threads: int, run_id: str) -> dict:
-    from accelflow.flows.optimize import _build_all, _overheads, _publish
-
     work, path = os.path.join(staging.path, "work"), fetched.model_file
     if request.qat:
         raise ModelMismatchError("--qat is for models trained with quantization-aware training; a Stable "
                                  "Diffusion pipeline is optimized at --level fp16 or lossless. Drop --qat.")
     with progress.step("parse tensor information"):
         lines = steps.parse_tensor_info(request.tensor_info)
-        specs = plan_components(path, lines)
+        specs = steps.plan_components(path, lines)
     with progress.step("convert to ONNX"):
-        converted = {s.name: export_component(path, s, work) for s in specs}
+        converted = {s.name: steps.export_component(path, s, work) for s in specs}
     with progress.step("build engines"):
         built = {}
         for s in specs:
             progress.say(f"  {s.name}:")
-            built[s.name] = _build_all(request, converted[s.name], s.lines, os.path.join(work, s.name), threads, progress)
+            built[s.name] = build_all(request, converted[s.name], s.lines, os.path.join(work, s.name), threads, progress)
     with progress.step("verify accuracy"):
         accuracies = {s.name: _verify(request, path, s, converted[s.name], built[s.name], threads) for s in specs}
     with progress.step("benchmark"):
@@ -53,11 +47,11 @@ def optimize_pipeline_into(request, fetched, output: str, staging, progress, thr
         settings = _settings(request)
         summary = PipelineReport(type(pipeline.original(path)).__name__, settings.prompt, settings.steps,
                                  settings.guidance_scale, settings.seed, points)
-        timings = dict(progress.timings, **_overheads(request, progress))
+        timings = dict(progress.timings, **overheads(request, progress))
         report = pipeline_report.assemble(request.name, request, fetched, components, summary, timings, notes)
     with progress.step("package"):
         result = _package(request, fetched, specs, chosen, converted, report, staging, output, run_id)
-    _publish(report, result)
+    publish_artifacts(report, result)
     return result
 
 
@@ -70,7 +64,7 @@ def _verify(request, path, spec, converted, built, threads) -> dict:
     ok = [b for b in built if not b.error]
     if not ok:
         return {}
-    return verify_component(path, spec, converted, ok, request.gate(), request.tolerance_overrides(),
+    return steps.verify_component(path, spec, converted, ok, request.gate(), request.tolerance_overrides(),
                             request.draws, threads)
 
 
@@ -80,7 +74,7 @@ def _benchmark_and_choose(request, path, specs, converted, built, accuracies, th
     candidates, chosen = {}, {}
     for s in specs:
         passing = [b for b in built[s.name] if not b.error and accuracies[s.name][b.key].passed]
-        timed = benchmark_component(path, s, converted[s.name], passing, plan, threads) if passing else {}
+        timed = steps.benchmark_component(path, s, converted[s.name], passing, plan, threads) if passing else {}
         candidates[s.name] = candidates_of(built[s.name], accuracies[s.name], timed)
         best = pipeline.select_component(s.name, candidates[s.name])
         chosen[s.name] = next(b for b in built[s.name] if b.key == f"{best.engine}-{best.precision}")
@@ -103,7 +97,7 @@ def _end_to_end(request, path, lines, specs, converted, built, candidates, chose
 def _same_image(request, path, lines, specs, converted, built, candidates, chosen, threads, progress, settings):
     """The optimized pipeline whose image passes, falling back to f32 for the networks chosen at
     reduced precision when their drift over the denoising steps adds up to too much."""
-    notes, min_psnr = [], pipeline_e2e.MIN_PSNR_DB[request.level]
+    notes, min_psnr = [], level_named(request.level).min_psnr_db
     unet_lines = next(s.lines for s in specs if s.name == "unet")
     optimized = pipeline_e2e.optimized_pipeline(path, chosen, converted, unet_lines, threads)
     points = pipeline_e2e.check_images(path, optimized, lines, min_psnr, settings)
@@ -151,7 +145,6 @@ def _reselect(candidates: list, built: list, chosen: dict, name: str, pick) -> N
 
 
 def _package(request, fetched, specs, chosen, converted, report, staging, output, run_id) -> dict:
-    from accelflow.flows.optimize import publish_result
     from accelflow.reports.render import write_report
 
     pipe = pipeline.original(fetched.model_file)

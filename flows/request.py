@@ -8,6 +8,7 @@ import time
 from pydantic import BaseModel, Field
 
 from accelflow import engines
+from accelflow.core.levels import level_named
 from accelflow.core import tensor_info
 from accelflow.core.errors import SpecError
 from accelflow.storage.store import is_remote
@@ -81,7 +82,7 @@ def check_request(request: OptimizeRequest, local: bool = True) -> OptimizeReque
     will run it: the engines installed there and the GPU it has.
     Returns the request normalised (canonical level, device and tensor-information lines).
     """
-    level = engines.check_level(request.level)
+    level = level_named(request.level).name
     device = engines.check_device(request.device) if local else engines.known_device(request.device)
     if local:
         engines.candidates(level, device, request.engine, request.engine_version, request.qat)

@@ -38,6 +38,14 @@ _FOLDER_FORMATS: tuple[ModuleType, ...] = (tf_savedmodel, diffusers_pipeline)
 _MAX_SCAN = 2000
 
 
+def format_named(name: str) -> ModuleType:
+    """The format module called `name` (a conversion records its format by name)."""
+    for fmt in FORMATS:
+        if fmt.NAME == name:
+            return fmt
+    raise UnsupportedFormatError(f"unknown model format {name!r}; accelflow reads {', '.join(f.NAME for f in FORMATS)}.")
+
+
 def detect_format(path: str) -> ModuleType:
     """The format module whose content sniffing accepts `path`, or UnsupportedFormatError."""
     if not os.path.exists(path):

@@ -13,7 +13,7 @@ over all accuracy draws:
 A detection whose score lies within `score_margin` of the detector's own score threshold, or
 of the other side's lowest score where that side was cut at the detector's maximum number of
 detections, may appear on one side only (near-ties at the cut, or a precision change moving
-it across the threshold); such detections are left out of the share. Thresholds per level are in TOLERANCES (docs/detectors.md).
+it across the threshold); such detections are left out of the share. Thresholds per level are in core/levels.py (docs/detectors.md).
 
 The output of a detector, for every framework, is one dict per image: `bboxes` (N, 4) float
 x1 y1 x2 y2 in input pixels, `scores` (N,), `labels` (N,) int64, and `masks` (N, H, W) bool
@@ -29,26 +29,13 @@ import warnings
 
 import numpy as np
 
-from accelflow.reports.results import Accuracy, OutputAccuracy
+from accelflow.core.accuracy import Accuracy, OutputAccuracy
+from accelflow.core.levels import gate_named
 
 KEYS = ("bboxes", "scores", "labels", "masks")
 
-TOLERANCES = {
-    # Same precision, another engine: only float summation order differs (a mask pixel at
-    # exactly the 0.5 threshold may flip).
-    "lossless": {"min_iou": 0.5, "min_matched": 0.98, "max_score_diff": 1e-3, "max_box_diff": 0.5,
-                 "score_margin": 1e-3, "min_mask_iou": 0.95},
-    # BF16/FP16 inference: near-tied boxes may swap in NMS, scores move by ~1e-2, mask edges
-    # move with their boxes.
-    "fp16": {"min_iou": 0.5, "min_matched": 0.80, "max_score_diff": 0.05, "max_box_diff": 8.0,
-             "score_margin": 0.02, "min_mask_iou": 0.80},
-    "qat": {"min_iou": 0.5, "min_matched": 0.80, "max_score_diff": 0.05, "max_box_diff": 8.0,
-            "score_margin": 0.02, "min_mask_iou": 0.80},
-}
-
-
 def tolerances(gate: str, overrides: dict | None = None) -> dict[str, float]:
-    merged = dict(TOLERANCES[gate])
+    merged = dict(gate_named(gate).detections)
     merged.update({k: float(v) for k, v in (overrides or {}).items() if v is not None and k in merged})
     return merged
 
@@ -207,7 +194,6 @@ class DetectionCandidate:
 # ------------------------------------------------------------ detectors in the flow and in results
 
 RESULT_DIR = "detector"  # in a result's model folder: the config and checkpoint the heads need
-_POSTPROCESSORS: dict[str, object] = {}  # config path -> the framework's post-processing
 
 
 def is_detector(io: dict | None) -> bool:
@@ -215,33 +201,32 @@ def is_detector(io: dict | None) -> bool:
     return bool(((io or {}).get("source") or {}).get("detector"))
 
 
-def format_of(io: dict):
-    from accelflow import formats
-
-    name = io["source"]["detector"]
-    return next(f for f in formats.FORMATS if f.NAME == name)
+def format_name(io: dict) -> str:
+    """The detector format (formats/mmdet_model.py, formats/detectron2_model.py) of a conversion."""
+    return io["source"]["detector"]
 
 
-def candidate(engine_runner, io: dict, threads: int, folder: str | None = None) -> DetectionCandidate:
+def candidate(fmt, engine_runner, io: dict, threads: int, folder: str | None = None,
+              postprocessors: dict | None = None) -> DetectionCandidate:
     """The engine's runner followed by the framework's heads, box decoding and NMS.
 
-    The config and checkpoint are io.source's: absolute paths during a task, paths relative
-    to the result's model folder `folder` once packaged.
+    `fmt` is the detector's format module. The config and checkpoint are io.source's: absolute
+    paths during a task, paths relative to the result's model folder `folder` once packaged.
+    `postprocessors` (config path -> heads) lets candidates of one task share the loaded heads.
     """
     import torch
 
     config = io["source"]["config"] if folder is None else os.path.join(folder, io["source"]["config"])
-    fmt = format_of(io)
     torch.set_num_threads(threads)
-    if config not in _POSTPROCESSORS:
-        _POSTPROCESSORS[config] = fmt.postprocessor(config, io)
-    return DetectionCandidate(engine_runner, _POSTPROCESSORS[config], f"{fmt.NAME} heads/NMS (torch)")
+    postprocessors = {} if postprocessors is None else postprocessors
+    if config not in postprocessors:
+        postprocessors[config] = fmt.postprocessor(config, io)
+    return DetectionCandidate(engine_runner, postprocessors[config], f"{fmt.NAME} heads/NMS (torch)")
 
 
-def package(model_dir: str, io: dict) -> dict:
+def package(fmt, model_dir: str, io: dict) -> dict:
     """Copy what the heads need (config, merged into one file, and checkpoint) into
     <model_dir>/detector/, so the result folder stands alone; the io with those paths."""
-    fmt = format_of(io)
     target = os.path.join(model_dir, RESULT_DIR)
     os.makedirs(target, exist_ok=True)
     config = fmt.save_config(io["source"]["config"], target)

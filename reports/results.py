@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from accelflow.core.accuracy import Accuracy, OutputAccuracy
+
 
 @dataclass
 class LatencyStats:
@@ -42,28 +44,6 @@ class ShapeBenchmark:
     baseline: LatencyStats
     optimized: LatencyStats
     speedup: Speedup
-
-
-@dataclass
-class OutputAccuracy:
-    """Original vs optimized on one output over all accuracy draws (worst case kept)."""
-
-    output: str
-    max_abs_diff: float
-    max_rel_diff: float
-    cosine_similarity: float
-    scale: float  # max |reference|, which the absolute tolerance is scaled by
-    tolerance: dict[str, float]  # e.g. {"rtol": 1e-4, "atol": 1e-5, "min_cosine": 0.99999}
-    passed: bool
-    mismatch_share: float = 0.0  # integer/bool outputs: share of differing elements
-
-
-@dataclass
-class Accuracy:
-    passed: bool
-    draws: int
-    outputs: list[OutputAccuracy]
-    reason: str = ""  # why it failed, in words, when it did
 
 
 @dataclass

@@ -46,7 +46,7 @@ def convert_to_onnx(model_file: str, format_name: str, spec_lines: list[str], wo
     """
     start = time.perf_counter()
     spec = tensor_info.parse(spec_lines)
-    fmt = _format_named(format_name)
+    fmt = formats.format_named(format_name)
     options = format_options(fmt, options or {})
     if fmt.NAME == "onnx":  # nothing to convert: checked in place
         onnx_path, model_io = fmt.to_onnx(model_file, spec, work_dir)
@@ -86,10 +86,6 @@ def _converted(fmt, model_file: str, spec, work_dir: str, qat: bool, options: di
         onnx_path, io_dict = cache.store(entry, onnx_path, io.to_dict())
         return onnx_path, io_dict, False
     return onnx_path, io.to_dict(), False
-
-
-def _format_named(name: str):
-    return next(f for f in formats.FORMATS if f.NAME == name)
 
 
 def require_qdq(onnx_path: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import accelflow
+from accelflow.core import VERSION
 
 
 def manifest_for(task_name: str, request, fetched, chosen, converted, report) -> dict:
@@ -22,7 +22,7 @@ def manifest_for(task_name: str, request, fetched, chosen, converted, report) ->
         "speedup": report.speedup,
         "machine": report.machine,
         "library_versions": report.library_versions,
-        "accelflow_version": accelflow.__version__,
+        "accelflow_version": VERSION,
         "created": report.created,
         "load": "import accelflow; model = accelflow.load(RESULT_FOLDER); outputs = model(*inputs)",
         **gpu_fields(chosen.engine_config),

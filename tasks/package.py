@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 
+from accelflow.formats import format_named
 from accelflow.core.errors import OutputPathError
 from accelflow.storage.store import Store, is_remote
 
@@ -198,7 +199,7 @@ def package_result(staging: Staging, best_folder: str, manifest: dict, report, w
     model_dir = os.path.join(staging.path, "model")
     shutil.move(best_folder, model_dir)
     if detections.is_detector(manifest.get("io")):  # its heads run from the config and checkpoint
-        manifest = dict(manifest, io=detections.package(model_dir, manifest["io"]))
+        manifest = dict(manifest, io=detections.package(format_named(detections.format_name(manifest["io"])), model_dir, manifest["io"]))
     write_manifest(model_dir, manifest)
     shutil.rmtree(os.path.join(staging.path, "work"), ignore_errors=True)
     return write_report(report, staging.path)

@@ -18,7 +18,8 @@ from accelflow.core import tensor_info
 from accelflow.core.errors import AccelflowError
 from accelflow.core.runner import run_arrays
 from accelflow.reports.results import Accuracy, ShapeBenchmark
-from accelflow.tasks import benchmark, runners, verify
+from accelflow.core import accuracy
+from accelflow.tasks import benchmark, runners
 from accelflow.tasks.convert import ConvertedModel, example_arrays
 
 _PIPELINES: dict[str, object] = {}
@@ -58,15 +59,15 @@ def verify_component(path: str, component, converted: ConvertedModel, built: lis
                      overrides: dict | None, draws: int, threads: int) -> dict[str, Accuracy]:
     """Every built candidate of one network against the network in PyTorch, on random draws."""
     spec = tensor_info.parse(component.lines)
-    inputs = verify.random_draws(spec, component.int_ranges, draws)
+    inputs = accuracy.random_draws(spec, component.int_ranges, draws)
     base = _baseline(path, component.name, threads)
     reference = [run_arrays(base, d.arrays) for d in inputs]
-    tolerance = verify.tolerances(gate, overrides)
+    tolerance = accuracy.tolerances(gate, overrides)
     results = {}
     for candidate in built:
         runner = runners.candidate(candidate, converted.io, threads)
         got = [run_arrays(runner, d.arrays) for d in inputs]
-        results[candidate.key] = verify.compare(reference, got, converted.io["output_names"], tolerance)
+        results[candidate.key] = accuracy.compare(reference, got, converted.io["output_names"], tolerance)
     return results
 
 

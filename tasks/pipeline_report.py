@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import replace
 
-import accelflow
+from accelflow.core import VERSION
 from accelflow.formats import diffusers_pipeline
 from accelflow.reports.results import Accuracy, ComponentReport, PipelineReport, TaskReport
 from accelflow.reports.stats import geometric_mean
@@ -129,6 +129,6 @@ def manifest_for(task_name: str, request, fetched, report: TaskReport, carried: 
                                 "tensor_info": c.tensor_info} for c in report.components},
         "carried": carried, "tensor_info": list(report.tensor_info), "speedup": report.speedup,
         "machine": report.machine, "library_versions": report.library_versions,
-        "accelflow_version": accelflow.__version__, "created": report.created,
+        "accelflow_version": VERSION, "created": report.created,
         "load": "import accelflow; pipe = accelflow.load_pipeline(RESULT_FOLDER); image = pipe(prompt).images[0]",
     }

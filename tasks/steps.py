@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from accelflow.tasks import benchmark, build, convert, fetch, verify
+from accelflow.tasks import benchmark, build, convert, fetch, pipeline, verify
 
 
 def as_step(fn, name: str):
@@ -20,3 +20,9 @@ convert_to_onnx = as_step(convert.convert_to_onnx, "convert to ONNX")
 build_candidate = as_step(build.build_candidate, "build engine")
 verify_accuracy = as_step(verify.verify_candidates, "verify accuracy")
 benchmark_candidates = as_step(benchmark.benchmark_candidates, "benchmark")
+
+# A Stable Diffusion pipeline's networks (tasks/pipeline.py).
+plan_components = as_step(pipeline.plan_components, "plan pipeline components")
+export_component = as_step(pipeline.export_component, "convert component to ONNX")
+verify_component = as_step(pipeline.verify_component, "verify component accuracy")
+benchmark_component = as_step(pipeline.benchmark_component, "benchmark component")

@@ -95,67 +95,14 @@ def run_tensor_info(args) -> int:
 def run_optimize(args) -> int:
     from accelflow.flows.fanout import DEFAULT_BATCH_NAME, child_requests
     from accelflow.flows.cli.options import request_fields
+    from accelflow.flows.cli.submit import run_inline, submit_requests
     from accelflow.flows.request import OptimizeRequest
 
     base = OptimizeRequest(model=args.models[0], submitted_at=args.started, **request_fields(args))
     requests = child_requests(base, args.models)
     if args.submit:
-        return _submit(requests, base.name or DEFAULT_BATCH_NAME, args.json)
+        return submit_requests(requests, base.name or DEFAULT_BATCH_NAME, args.json)
     return run_inline(requests, base.name or DEFAULT_BATCH_NAME, args.json)
-
-
-def _submit(requests, batch_name: str, as_json: bool) -> int:
-    from prefect.settings import PREFECT_API_URL
-
-    from accelflow.flows.batch import check_server, submit
-    from accelflow.flows.inputs import prepare_for_submit
-    from accelflow.flows.request import check_request
-
-    check_server(requests)
-    requests = [prepare_for_submit(check_request(r, local=False), PREFECT_API_URL.value()) for r in requests]
-    tasks = submit(requests, batch_name)
-    if as_json:
-        print(json.dumps(tasks, indent=2))
-    else:
-        for task in tasks:
-            print(f"submitted {task['name']}  ({task['id']})")
-    return 0
-
-
-def run_inline(requests, batch_name: str, as_json: bool) -> int:
-    """Run in this process on Prefect's embedded default (or PREFECT_API_URL if set)."""
-    from prefect import tags
-
-    from accelflow.flows.batch import optimize_batch
-    from accelflow.flows.embedded import ensure_started
-    from accelflow.flows.optimize import optimize, preflight
-
-    requests = [preflight(r)[0] for r in requests]  # every task checked before any starts
-    ensure_started()
-    if len(requests) == 1:
-        with tags(*requests[0].tags):
-            results = [optimize.with_options(flow_run_name=requests[0].name)(request=requests[0])]
-    else:
-        results = optimize_batch.with_options(flow_run_name=batch_name)(requests=requests)
-    if as_json:
-        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
-    else:
-        for result in results:
-            _print_summary(result)
-    return 0 if all(r.get("result_uri") for r in results) else 1
-
-
-def _print_summary(result: dict) -> None:
-    from accelflow.reports.render import console_summary
-    from accelflow.reports.results import TaskReport
-
-    from accelflow.tasks.publish import read_report
-
-    if not result.get("result_uri"):
-        print(f"{result['name']}: {result.get('state', 'failed').lower()}: {result.get('reason', '')}")
-        return
-    report = TaskReport.from_dict(read_report(result["result_uri"]))
-    print(console_summary(report, result["result_uri"]))
 
 
 def _configure_logging(debug: bool) -> None:

@@ -123,10 +123,10 @@ def cmd_tag(args) -> int:
 
 
 def cmd_retry(args) -> int:
-    from accelflow.flows.cli.main import _submit, run_inline
+    from accelflow.flows.cli.submit import run_inline, submit_requests
     from accelflow.flows.cli.options import request_fields
 
     request, was_deployed = task_actions.retry_request(args.task, request_fields(args, editing=True))
     if args.submit or was_deployed:
-        return _submit([request], request.name, args.json)
+        return submit_requests([request], request.name, args.json)
     return run_inline([request], request.name, args.json)

@@ -90,7 +90,7 @@ def machine_types() -> list[str]:
 
 
 def run_deploy(args) -> int:
-    from accelflow.flows.service.tasklist import client
+    from accelflow.flows.runs import client
 
     _require_server()
     env = dict(os.environ, **_code_location(args.git_url, args.branch))
@@ -141,7 +141,7 @@ def run_worker(args) -> int:
     """Start a Prefect process worker for the pool (created if missing), with heartbeats on."""
     import platform
 
-    from accelflow.flows.service.tasklist import client
+    from accelflow.flows.runs import client
 
     _require_server()
     pool = pool_name(args.pool)

@@ -22,7 +22,7 @@ def deployments():
 def _detect_lost_runs() -> None:
     """The zombie-flow automation on this server (see flows/fleet.py)."""
     from accelflow.flows.service.fleet import ensure_zombie_automation
-    from accelflow.flows.service.tasklist import client
+    from accelflow.flows.runs import client
 
     with client() as c:
         ensure_zombie_automation(c)

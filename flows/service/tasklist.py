@@ -16,10 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from accelflow.core.errors import AccelflowError
+from accelflow.flows.runs import BATCH_FLOW, RESULT_ARTIFACT, TASK_FLOW, client  # noqa: F401  (re-exported)
 
-TASK_FLOW = "optimize"
-BATCH_FLOW = "optimize-batch"
-RESULT_ARTIFACT = "accelflow-result"
 
 USER_STATES = {
     "SCHEDULED": "starting", "PENDING": "starting", "PAUSED": "starting",
@@ -59,15 +57,6 @@ def state_word(state) -> str:
 
 def user_state(flow_run) -> str:
     return state_word(flow_run.state)
-
-
-def client():
-    from prefect.client.orchestration import get_client
-
-    from accelflow.flows.embedded import ensure_started
-
-    ensure_started()
-    return get_client(sync_client=True)
 
 
 def _flow_filter(names=(TASK_FLOW, BATCH_FLOW)):
@@ -184,16 +173,6 @@ def task_result(c, run) -> dict:
     """The result a finished task recorded (result folder, report path, speed-up), or {}."""
     artifacts = [a.model_dump(mode="json") for a in _read_artifacts(c, [run.id])]
     return _facts(artifacts).get(str(run.id), {}).get("result", {})
-
-
-def run_has_ended(run_id: str) -> bool:
-    """Whether a flow run is over (a final state) or unknown to the server."""
-    try:
-        with client() as c:
-            run = c.read_flow_run(uuid.UUID(run_id))
-    except Exception:  # noqa: BLE001 - ObjectNotFound or a malformed id: nobody is writing for it
-        return True
-    return bool(run.state and run.state.is_final())
 
 
 def wait_until_final(c, run_id, timeout: float) -> Any:

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from accelflow import engines
+from accelflow.core.errors import SpecError
+from accelflow.core.levels import level_named
 from accelflow.engines import onnxruntime_engine, openvino_engine
-from accelflow.engines.result import load, write_manifest
+from accelflow.engines.loading import load
+from accelflow.engines.result import write_manifest
 from accelflow.formats import onnx_model
 from accelflow.core import tensor_info
 from accelflow.core.errors import DeviceError, EngineError
@@ -84,8 +87,8 @@ def test_devices_refused_with_a_reason(bad, error, match):
 
 
 def test_unknown_level_and_engine():
-    with pytest.raises(EngineError, match="fp16 or lossless"):
-        engines.check_level("int4")
+    with pytest.raises(SpecError, match="fp16 or lossless"):
+        level_named("int4")
     with pytest.raises(EngineError, match="auto, onnxruntime, openvino"):
         engines.engine_named("tvm")
 

@@ -324,7 +324,8 @@ def test_same_gpu_and_version_pass_the_check(monkeypatch):
 
 
 def test_result_manifest_written_by_the_flow_carries_the_gpu(tmp_path, monkeypatch):
-    from accelflow.engines.result import load, write_manifest
+    from accelflow.engines.loading import load
+from accelflow.engines.result import write_manifest
     from accelflow.tasks.manifest import gpu_fields
 
     cnn = modelzoo.tiny_cnn_onnx(str(tmp_path))

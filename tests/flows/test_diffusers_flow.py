@@ -19,7 +19,8 @@ pytest.importorskip("diffusers", reason="Stable Diffusion pipelines need the dif
 import accelflow  # noqa: E402
 from accelflow.flows.optimize import optimize  # noqa: E402
 from accelflow.flows.request import OptimizeRequest  # noqa: E402
-from accelflow.tasks.pipeline_e2e import MIN_PSNR_DB, psnr  # noqa: E402
+from accelflow.core.levels import FP16, LOSSLESS  # noqa: E402
+from accelflow.tasks.pipeline_e2e import psnr  # noqa: E402
 
 NETWORKS = ["text_encoder", "unet", "vae_decoder"]
 FAST = {"draws": 1, "bench_seconds": 0.2}
@@ -63,9 +64,9 @@ def test_the_result_loads_as_a_pipeline_that_makes_the_original_image(tiny_sd, f
     got, expected = _image(pipe), _image(original)  # another prompt, seed and step count than the flow's
     assert got.shape == expected.shape == (1, 32, 32, 3)
     assert expected.std() > 0.05  # a real picture to compare, not a flat one
-    assert psnr(expected, got) >= MIN_PSNR_DB["fp16"]
+    assert psnr(expected, got) >= FP16.min_psnr_db
     # Without classifier-free guidance the UNet gets half the batch it was built for.
-    assert psnr(_image(original, guidance_scale=1.0), _image(pipe, guidance_scale=1.0)) >= MIN_PSNR_DB["fp16"]
+    assert psnr(_image(original, guidance_scale=1.0), _image(pipe, guidance_scale=1.0)) >= FP16.min_psnr_db
     assert pipe("a cat", num_inference_steps=2, height=32, width=32).images[0].size == (32, 32)
 
 
@@ -82,7 +83,7 @@ def test_the_report_covers_each_network_and_the_whole_pipeline(fp16_result):
     assert pipeline["steps"] == 20 and pipeline["pipeline_class"] == "StableDiffusionPipeline"
     (point,) = pipeline["points"]
     assert point["shapes"] == {"image": [1, 3, 32, 32]} and point["passed"]
-    assert point["psnr_db"] >= point["min_psnr_db"] == MIN_PSNR_DB["fp16"]
+    assert point["psnr_db"] >= point["min_psnr_db"] == FP16.min_psnr_db
     assert point["benchmark"]["baseline"]["p50"] > 0 and point["benchmark"]["optimized"]["p50"] > 0
     for side in ("baseline_seconds", "optimized_seconds"):
         assert set(point[side]) == {*NETWORKS, "other"} and point[side]["unet"] > 0
@@ -112,7 +113,7 @@ def test_lossless_with_a_dynamic_batch(prefect_server, tiny_sd, tmp_path):
     assert settings == {"steps": 6, "prompt": "a blue cube", "guidance_scale": 5.0}
     points = report["pipeline"]["points"]
     assert [p["shapes"]["image"][0] for p in points] == [1, 2]  # min and max (mid is min again)
-    assert all(p["psnr_db"] >= MIN_PSNR_DB["lossless"] for p in points)
+    assert all(p["psnr_db"] >= LOSSLESS.min_psnr_db for p in points)
     assert {c["precision"] for c in report["components"]} == {"f32"}
     unet = next(c for c in report["components"] if c["name"] == "unet")
     assert unet["tensor_info"][0] == "sample:float(2*4*16*16,4*4*16*16)"

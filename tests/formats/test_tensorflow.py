@@ -136,7 +136,7 @@ def _check_conversion(model, fmt_name, lines, tmp_path, options=None, int_high=5
     converted = convert_to_onnx(model, fmt_name, lines, str(tmp_path), options=options)
     spec = _spec(*lines)
     io = ModelIO.from_dict(converted.io)
-    fmt = next(f for f in formats.FORMATS if f.NAME == fmt_name)
+    fmt = formats.format_named(fmt_name)
     baseline = fmt.baseline_runner(model, spec, io, 1)
     engine = OrtRunner(converted.onnx_path, io, 1)
     for point in spec.shape_points():

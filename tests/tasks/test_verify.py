@@ -7,7 +7,7 @@ import pytest
 
 from accelflow.core import tensor_info
 from accelflow.core.errors import SpecError
-from accelflow.tasks.verify import compare, random_draws, sample_draws, tolerances
+from accelflow.core.accuracy import compare, random_draws, sample_draws, tolerances
 
 RNG = np.random.default_rng(0)
 REF = RNG.standard_normal((4, 64)).astype(np.float32) * 3.0

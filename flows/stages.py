@@ -1,0 +1,61 @@
+"""The stages a single model and a Stable Diffusion pipeline share: building every candidate,
+the time outside the steps, and publishing the result with its artifacts on the flow run."""
+
+from __future__ import annotations
+
+import time
+
+from accelflow import engines
+from accelflow.engines.machine import process_started_at
+from accelflow.flows.progress import Progress, quietly
+from accelflow.flows.request import OptimizeRequest
+from accelflow.flows.runs import RESULT_ARTIFACT, run_has_ended
+from accelflow.tasks import publish, steps
+
+
+def build_all(request, converted, lines, work, threads, progress) -> list:
+    """Every candidate engine and precision for the request's level and device, built."""
+    built = []
+    for engine, precision in engines.candidates(request.level, request.device, request.engine,
+                                                request.engine_version, request.qat):
+        b = steps.build_candidate(converted.onnx_path, converted.io, lines, engine.NAME, precision, work, threads)
+        status = f"failed: {b.error}" if b.error else f"built in {b.build_seconds:.1f}s"
+        progress.say(f"    {engine.NAME} {precision}: {status}")
+        built.append(b)
+    return built
+
+
+def overheads(request: OptimizeRequest, progress: Progress) -> dict[str, float]:
+    """Time waiting for a free runner slot, and orchestration: the rest of the wall time not
+    spent inside a step (process start, imports, Prefect's server and bookkeeping)."""
+    started = max(request.submitted_at, process_started_at() or request.submitted_at)
+    busy = sum(progress.timings.values())
+    return {
+        "queued": round(max(0.0, started - request.submitted_at), 3),
+        "orchestration": round(max(0.0, time.time() - started - busy), 3),
+    }
+
+
+def publish_result(staging, output: str, request, fetched, report, run_id: str) -> dict:
+    """Publish the packaged result and return the row the task list keeps of it."""
+    uri = publish.publish(staging, output, request.name, run_id, claim_is_stale=_claimer_has_ended)
+    return publish.result_row(uri, request, fetched, report)
+
+
+def _claimer_has_ended(claim: dict) -> bool:
+    """Whether the flow run that claimed a result folder has ended (or is gone from the server)."""
+    return run_has_ended(claim.get("flow_run_id", ""))
+
+
+def publish_artifacts(report, result: dict) -> None:
+    """The report on the flow run page (markdown, latency table) and the result the task list reads."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    from accelflow.reports.render import summary_table, to_markdown
+
+    quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
+    quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))
+    quietly(lambda: create_table_artifact([result], key=RESULT_ARTIFACT, description="accelflow result"))
+    link = result["report_html"]
+    quietly(lambda: create_link_artifact(link if "://" in link else f"file://{link}", link_text="report.html",
+                                         description=f"the optimization report; the result is at {result['result_uri']}"))
