@@ -8,7 +8,6 @@ import os
 import warnings
 
 import torch
-
 from accelflow.core.runner import thread_count
 
 

@@ -86,10 +86,11 @@ def p50_ms(runner, arrays, iterations: int) -> float:
 
 
 def check_model(name: str, iterations: int, work: str) -> list[tuple]:
-    from accelflow import engines
     from accelflow.core import tensor_info
-    from accelflow.formats import torchscript
     from accelflow.core.runner import run_arrays
+    from accelflow.formats import torchscript
+
+    from accelflow import engines
 
     build, line, shape = MODELS[name]
     model = build()

@@ -7,7 +7,6 @@ import platform
 import time
 
 import pandas as pd
-
 from accelflow.core.runner import thread_count
 from accelflow.reports.stats import latency_stats
 

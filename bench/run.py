@@ -18,11 +18,11 @@ import warnings
 
 import numpy as np
 import torch
+from accelflow.core.runner import thread_count
+from accelflow.tasks.benchmark import TimingPlan, time_runners
 
 from bench import alternatives, report
 from bench.models import REFERENCES, build
-from accelflow.core.runner import thread_count
-from accelflow.tasks.benchmark import TimingPlan, time_runners
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

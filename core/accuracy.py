@@ -17,7 +17,6 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
-
 from accelflow.core.errors import SpecError, first_line
 from accelflow.core.levels import gate_named
 

@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 import ml_dtypes
 import numpy as np
-
 from accelflow.core.errors import SpecError
 
 MAX_DIM = 2**31 - 1

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from types import ModuleType
 
-from accelflow.engines import gpu, onnxruntime_cuda_engine, onnxruntime_engine, openvino_engine, tensorrt_engine
 from accelflow.core.errors import DeviceError, EngineError
 from accelflow.core.levels import level_named
+from accelflow.engines import gpu, onnxruntime_cuda_engine, onnxruntime_engine, openvino_engine, tensorrt_engine
 
 # The order is the build order; each engine names the devices it builds for.
 ENGINES: tuple[ModuleType, ...] = (
@@ -51,6 +51,11 @@ def known_device(device: str) -> str:
 def engine_device(device: str) -> str:
     """The device engines build for: a CPU class builds for `cpu`."""
     return "cpu" if _CPU_CLASS.fullmatch(device) else device
+
+
+def compute_device(device: str) -> str:
+    """Where a task for this machine type runs its models: "cpu", or "cuda" on a GPU type."""
+    return "cpu" if engine_device(device) in CPU_DEVICES else "cuda"
 
 
 def check_device(device: str) -> str:

@@ -341,9 +341,9 @@ def precheck(onnx_path: str, io, runner, spec) -> dict:
     (token ids outside a small vocabulary) cannot be pre-checked: the result says so and the
     all-FP16 graph is kept, for the task's own gate to judge.
     """
-    from accelflow.formats.onnx_model import OrtRunner
-    from accelflow.core.runner import run_arrays
     from accelflow.core.accuracy import compare, random_draws, tolerances
+    from accelflow.core.runner import run_arrays
+    from accelflow.formats.onnx_model import OrtRunner
 
     try:
         reference = OrtRunner(onnx_path, io, 1)

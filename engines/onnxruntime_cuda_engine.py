@@ -22,12 +22,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-
+from accelflow.core.errors import DeviceError, EngineError
 from accelflow.core.levels import Level
+from accelflow.core.modelio import ModelIO
 from accelflow.engines import fp16_graph, gpu
 from accelflow.engines.gpu import GPU_DEVICES
-from accelflow.core.errors import DeviceError, EngineError
-from accelflow.core.modelio import ModelIO
 from accelflow.formats.onnx_model import OrtRunner, needs_external_data
 
 NAME = "onnxruntime-cuda"

@@ -13,7 +13,6 @@ import os
 import sys
 
 import numpy as np
-
 from accelflow.core.levels import Level
 
 NAME = "openvino"

@@ -19,7 +19,6 @@ import json
 import os
 
 import numpy as np
-
 from accelflow.core.runner import run_arrays, thread_count
 
 OPTIMIZED = ("text_encoder", "unet", "vae_decoder")

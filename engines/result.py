@@ -15,12 +15,10 @@ import os
 from typing import Any
 
 import numpy as np
-
-from accelflow.formats import format_named
-from accelflow.formats import detections
 from accelflow.core.errors import EngineError
 from accelflow.core.modelio import ModelIO, rebuild
 from accelflow.core.runner import run_arrays, thread_count
+from accelflow.formats import detections, format_named
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1

@@ -39,11 +39,10 @@ import os
 import re
 
 import numpy as np
-
+from accelflow.core.errors import DeviceError, EngineError, missing_dependency
 from accelflow.core.levels import Level
 from accelflow.engines import fp16_graph, gpu, profiles
 from accelflow.engines.gpu import GPU_DEVICES
-from accelflow.core.errors import DeviceError, EngineError, missing_dependency
 
 NAME = "tensorrt"
 PACKAGE = "tensorrt"

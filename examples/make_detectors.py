@@ -137,7 +137,6 @@ def calibrate_detectron2(model, seed: int = 0, shape=(3, 320, 416), images: int 
     of synthetic images (formats/detections.py; another seed than the accuracy gate's images)."""
     import numpy as np
     import torch
-
     from accelflow.formats.detections import synthetic_image
 
     model.eval()

@@ -8,12 +8,10 @@ and the parent keeps a summary table of them.
 
 from __future__ import annotations
 
-
-from prefect import flow, tags
-
+from accelflow.core.errors import AccelflowError
 from accelflow.flows.optimize import optimize
 from accelflow.flows.request import OptimizeRequest
-from accelflow.core.errors import AccelflowError
+from prefect import flow, tags
 
 TASK_DEPLOYMENT = "optimize/{device}"
 
@@ -54,9 +52,8 @@ def _submit_one(request: OptimizeRequest) -> dict:
 
 
 def _summarise(children: list[dict]) -> None:
-    from prefect.artifacts import create_table_artifact
-
     from accelflow.flows.progress import quietly
+    from prefect.artifacts import create_table_artifact
 
     keys = ("name", "id", "state", "speedup", "engine", "precision", "reason")
     rows = [{k: child.get(k) for k in keys} for child in children]
@@ -71,9 +68,8 @@ def submit(requests: list[OptimizeRequest], batch_name: str) -> list[dict]:
 
 
 def check_server(requests: list[OptimizeRequest]) -> None:
-    from prefect.settings import PREFECT_API_URL
-
     from accelflow.flows.runs import client
+    from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
     if not url:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from accelflow.flows.request import OptimizeRequest, default_task_name
 from accelflow.core.errors import SpecError
+from accelflow.flows.request import OptimizeRequest, default_task_name
 
 DEFAULT_BATCH_NAME = "optimize"
 

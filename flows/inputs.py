@@ -14,12 +14,12 @@ import hashlib
 import os
 from urllib.parse import urlparse
 
-from accelflow.flows.request import OptimizeRequest
 from accelflow.core.errors import SpecError
+from accelflow.flows.request import OptimizeRequest
 from accelflow.storage.repository import ModelRepository, parse_model_ref
 from accelflow.storage.store import Store, is_remote
-
 from accelflow.tasks.package import INPUTS_FOLDER
+
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 

@@ -7,21 +7,23 @@ verify accuracy -> benchmark baseline vs candidates -> report -> package.
 from __future__ import annotations
 
 import os
-import time
 
-from prefect import flow
-
+from accelflow.core.runner import thread_count
 from accelflow.flows.limits import limit_error, memory_limit
 from accelflow.flows.progress import Progress
 from accelflow.flows.request import OptimizeRequest, check_request
+from accelflow.flows.stages import build_all, overheads, publish_artifacts, publish_result
 from accelflow.flows.stopping import StopWatcher
 from accelflow.formats import diffusers_pipeline
-from accelflow.core.runner import thread_count
-from accelflow.tasks import fetch, package, pipeline, publish, runners, steps
 from accelflow.storage.store import is_remote
+from accelflow.tasks import fetch, package, steps
 from accelflow.tasks.benchmark import TimingPlan
+from accelflow.tasks.context import ModelContext
 from accelflow.tasks.report import assemble, candidates_of, engine_notes, select
-from accelflow.flows.stages import build_all, overheads, publish_artifacts, publish_result
+from accelflow.tasks.runners import RunnerPool
+from prefect import flow
+
+from accelflow import engines
 
 
 def locate_model(request: OptimizeRequest) -> str | None:
@@ -30,11 +32,10 @@ def locate_model(request: OptimizeRequest) -> str | None:
     Cheap: a local file's format is sniffed, a repository entry's metadata read; nothing copied.
     """
     from accelflow.formats import detect_format, find_model_file, model_home
-    from accelflow.tasks.convert import format_options
     from accelflow.storage.repository import ModelRepository, parse_model_ref
-    from accelflow.tasks.verify import check_overrides
-
+    from accelflow.tasks.convert import format_options
     from accelflow.tasks.fetch import remote_home
+    from accelflow.tasks.verify import check_overrides
 
     if is_remote(request.model):  # sniffed once fetched: only its presence is checked here
         return remote_home(request.model)
@@ -64,9 +65,9 @@ def optimize(request: OptimizeRequest):
     created_output = not is_remote(output) and not os.path.exists(output)
     staging = package.start_staging(output)
     watcher = StopWatcher(flow_run.get_id(), time_limit=request.time_limit)
-    with watcher, memory_limit(request.memory_limit_gb):
+    with watcher, memory_limit(request.memory_limit_gb), RunnerPool(engines.compute_device(request.device)) as pool:
         try:
-            return _optimize_into(request, output, staging, str(flow_run.get_id()))
+            return _optimize_into(request, output, staging, str(flow_run.get_id()), pool)
         except BaseException as exc:
             package.discard(staging, output if created_output else None)
             if watcher.requested:
@@ -75,42 +76,36 @@ def optimize(request: OptimizeRequest):
             if limited is not None:
                 raise limited from exc
             raise
-        finally:
-            runners.release()
-            pipeline.release()
 
 
-def _optimize_into(request: OptimizeRequest, output: str, staging: package.Staging, run_id: str) -> dict:
-    progress, threads = Progress(), thread_count()
+def _optimize_into(request: OptimizeRequest, output: str, staging: package.Staging, run_id: str,
+                   pool: RunnerPool) -> dict:
+    progress = Progress()
     work = os.path.join(staging.path, "work")
     with progress.step("fetch model"):
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work)
         request = request.model_copy(update={"samples": fetch.local_file(request.samples, work)})
+    with progress.step("parse tensor information"):
+        ctx = ModelContext(fetched.model_file, fetched.format, steps.parse_tensor_info(request.tensor_info), work,
+                           thread_count(), pool.device, request.int_range_map())
     if fetched.format == diffusers_pipeline.NAME:  # several networks: each optimized, then the whole
         from accelflow.flows.optimize_pipeline import optimize_pipeline_into
 
-        return optimize_pipeline_into(request, fetched, output, staging, progress, threads, run_id)
+        return optimize_pipeline_into(request, fetched, ctx, output, staging, progress, pool, run_id)
     task_name = request.name
-    with progress.step("parse tensor information"):
-        lines = steps.parse_tensor_info(request.tensor_info)
     with progress.step("convert to ONNX"):
-        converted = steps.convert_to_onnx(fetched.model_file, fetched.format, lines, work, request.qat,
-                                          request.format_options())
+        converted = steps.convert_to_onnx(ctx, request.qat, request.format_options())
+        ctx = ctx.converted(converted)
     with progress.step("build engines"):
-        built = build_all(request, converted, lines, work, threads, progress)
+        built = build_all(request, ctx, pool, progress)
     ok = [b for b in built if not b.error]
     with progress.step("verify accuracy"):
-        accuracies = steps.verify_accuracy(
-            fetched.model_file, fetched.format, converted, ok, lines, request.gate(),
-            request.tolerance_overrides(), request.samples, request.int_range_map(), request.draws, threads,
-        ) if ok else {}
+        accuracies = steps.verify_accuracy(ctx, ok, request.accuracy_check(), pool) if ok else {}
     passing = [b for b in ok if accuracies[b.key].passed]
     with progress.step("benchmark"):
         plan = TimingPlan(seconds=request.bench_seconds)
         timed = steps.benchmark_candidates(
-            fetched.model_file, fetched.format, converted, passing, lines, plan, threads,
-            lambda i, n, label: progress.say(f"    shape point {label} timed ({i}/{n})"),
-            request.int_range_map(),
+            ctx, passing, plan, pool, lambda i, n, label: progress.say(f"    shape point {label} timed ({i}/{n})"),
         ) if passing else {}
     with progress.step("report"):
         candidates = candidates_of(built, accuracies, timed)

@@ -10,47 +10,38 @@ from __future__ import annotations
 
 import os
 
-
-from accelflow.core.levels import level_named
 from accelflow.core.errors import AccuracyError, ModelMismatchError
+from accelflow.core.levels import level_named
+from accelflow.flows.progress import Progress
+from accelflow.flows.stages import build_all, overheads, publish_artifacts, publish_result
 from accelflow.reports.results import PipelineReport
 from accelflow.tasks import package, pipeline, pipeline_e2e, pipeline_report, steps
 from accelflow.tasks.benchmark import TimingPlan
+from accelflow.tasks.context import ModelContext
 from accelflow.tasks.report import candidates_of
-from accelflow.flows.stages import build_all, overheads, publish_artifacts, publish_result
+from accelflow.tasks.runners import RunnerPool
 
 
-def optimize_pipeline_into(request, fetched, output: str, staging, progress, threads: int, run_id: str) -> dict:
-    work, path = os.path.join(staging.path, "work"), fetched.model_file
+def optimize_pipeline_into(request, fetched, ctx: ModelContext, output: str, staging, progress: Progress,
+                           pool: RunnerPool, run_id: str) -> dict:
+    """`ctx` is the pipeline's: its folder and the image's tensor information, parsed."""
     if request.qat:
         raise ModelMismatchError("--qat is for models trained with quantization-aware training; a Stable "
                                  "Diffusion pipeline is optimized at --level fp16 or lossless. Drop --qat.")
-    with progress.step("parse tensor information"):
-        lines = steps.parse_tensor_info(request.tensor_info)
-        specs = steps.plan_components(path, lines)
+    run = _PipelineRun(request, ctx, pool, progress)
     with progress.step("convert to ONNX"):
-        converted = {s.name: steps.export_component(path, s, work) for s in specs}
+        run.convert()
     with progress.step("build engines"):
-        built = {}
-        for s in specs:
-            progress.say(f"  {s.name}:")
-            built[s.name] = build_all(request, converted[s.name], s.lines, os.path.join(work, s.name), threads, progress)
+        run.build()
     with progress.step("verify accuracy"):
-        accuracies = {s.name: _verify(request, path, s, converted[s.name], built[s.name], threads) for s in specs}
+        run.verify()
     with progress.step("benchmark"):
-        candidates, chosen = _benchmark_and_choose(request, path, specs, converted, built, accuracies, threads, progress)
-        points, notes = _end_to_end(request, path, lines, specs, converted, built, candidates, chosen,
-                                    threads, progress)
+        run.benchmark_and_choose()
+        points, notes = run.end_to_end()
     with progress.step("report"):
-        components = [pipeline_report.component_report(s, converted[s.name], candidates[s.name],
-                                                       next(c for c in candidates[s.name] if c.selected)) for s in specs]
-        settings = _settings(request)
-        summary = PipelineReport(type(pipeline.original(path)).__name__, settings.prompt, settings.steps,
-                                 settings.guidance_scale, settings.seed, points)
-        timings = dict(progress.timings, **overheads(request, progress))
-        report = pipeline_report.assemble(request.name, request, fetched, components, summary, timings, notes)
+        report = run.report(fetched, points, notes)
     with progress.step("package"):
-        result = _package(request, fetched, specs, chosen, converted, report, staging, output, run_id)
+        result = _package(run, fetched, report, staging, output, run_id)
     publish_artifacts(report, result)
     return result
 
@@ -60,70 +51,94 @@ def _settings(request) -> pipeline_e2e.Settings:
                                  guidance_scale=request.guidance)
 
 
-def _verify(request, path, spec, converted, built, threads) -> dict:
-    ok = [b for b in built if not b.error]
-    if not ok:
-        return {}
-    return steps.verify_component(path, spec, converted, ok, request.gate(), request.tolerance_overrides(),
-                            request.draws, threads)
+class _PipelineRun:
+    """One pipeline task's networks as they go through the steps: each network's context,
+    candidates, accuracies and the one chosen."""
 
+    def __init__(self, request, ctx: ModelContext, pool: RunnerPool, progress: Progress):
+        self.request, self.ctx, self.pool, self.progress = request, ctx, pool, progress
+        self.settings = _settings(request)
+        self.specs = steps.plan_components(ctx.model_file, ctx.spec)
+        self.contexts = {s.name: pipeline.component_context(ctx, s) for s in self.specs}
+        self.converted, self.built, self.accuracies, self.candidates, self.chosen = {}, {}, {}, {}, {}
 
-def _benchmark_and_choose(request, path, specs, converted, built, accuracies, threads, progress):
-    """Each network's candidates timed against it in PyTorch; the fastest accurate one chosen."""
-    plan = TimingPlan(seconds=request.bench_seconds)
-    candidates, chosen = {}, {}
-    for s in specs:
-        passing = [b for b in built[s.name] if not b.error and accuracies[s.name][b.key].passed]
-        timed = steps.benchmark_component(path, s, converted[s.name], passing, plan, threads) if passing else {}
-        candidates[s.name] = candidates_of(built[s.name], accuracies[s.name], timed)
-        best = pipeline.select_component(s.name, candidates[s.name])
-        chosen[s.name] = next(b for b in built[s.name] if b.key == f"{best.engine}-{best.precision}")
-        progress.say(f"    {s.name}: {best.engine} {best.precision}, {best.speedup:.2f}x per call")
-    return candidates, chosen
+    def convert(self) -> None:
+        for s in self.specs:
+            self.converted[s.name] = steps.export_component(self.contexts[s.name], s, self.pool)
+            self.contexts[s.name] = self.contexts[s.name].converted(self.converted[s.name])
 
+    def build(self) -> None:
+        for s in self.specs:
+            self.progress.say(f"  {s.name}:")
+            self.built[s.name] = build_all(self.request, self.contexts[s.name], self.pool, self.progress)
 
-def _end_to_end(request, path, lines, specs, converted, built, candidates, chosen, threads, progress):
-    """The image check, then the timing per image."""
-    settings = _settings(request)
-    optimized, points, notes = _same_image(request, path, lines, specs, converted, built, candidates, chosen,
-                                           threads, progress, settings)
-    pipeline_e2e.time_pipelines(path, optimized, points, request.bench_seconds, settings)
-    for p in points:
-        progress.say(f"    {p.shape_point}: {p.benchmark.baseline.p50 / 1000:.2f} s -> "
-                     f"{p.benchmark.optimized.p50 / 1000:.2f} s per call, {p.benchmark.speedup.ratio:.2f}x")
-    return points, notes
+    def verify(self) -> None:
+        for s in self.specs:
+            ok = [b for b in self.built[s.name] if not b.error]
+            self.accuracies[s.name] = steps.verify_component(
+                self.contexts[s.name], s, ok, self.request.accuracy_check(), self.pool) if ok else {}
 
+    def benchmark_and_choose(self) -> None:
+        """Each network's candidates timed against it in PyTorch; the fastest accurate one chosen."""
+        plan = TimingPlan(seconds=self.request.bench_seconds)
+        for s in self.specs:
+            built, accuracies = self.built[s.name], self.accuracies[s.name]
+            passing = [b for b in built if not b.error and accuracies[b.key].passed]
+            timed = steps.benchmark_component(self.contexts[s.name], s, passing, plan, self.pool) if passing else {}
+            self.candidates[s.name] = candidates_of(built, accuracies, timed)
+            best = pipeline.select_component(s.name, self.candidates[s.name])
+            self.chosen[s.name] = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
+            self.progress.say(f"    {s.name}: {best.engine} {best.precision}, {best.speedup:.2f}x per call")
 
-def _same_image(request, path, lines, specs, converted, built, candidates, chosen, threads, progress, settings):
-    """The optimized pipeline whose image passes, falling back to f32 for the networks chosen at
-    reduced precision when their drift over the denoising steps adds up to too much."""
-    notes, min_psnr = [], level_named(request.level).min_psnr_db
-    unet_lines = next(s.lines for s in specs if s.name == "unet")
-    optimized = pipeline_e2e.optimized_pipeline(path, chosen, converted, unet_lines, threads)
-    points = pipeline_e2e.check_images(path, optimized, lines, min_psnr, settings)
-    _say_images(progress, points)
-    fallback = _full_precision(chosen, candidates, specs) if not all(p.passed for p in points) else None
-    if fallback:
-        notes.append(f"with the fastest networks the image's PSNR was {min(p.psnr_db for p in points):.1f} dB, "
-                     f"below {min_psnr:g} dB; {', '.join(fallback)} kept in f32.")
-        for name, pick in fallback.items():
-            _reselect(candidates[name], built[name], chosen, name, pick)
-        optimized = pipeline_e2e.optimized_pipeline(path, chosen, converted, unet_lines, threads)
-        points = pipeline_e2e.check_images(path, optimized, lines, min_psnr, settings)
-        _say_images(progress, points)
-    failed = [p for p in points if not p.passed]
-    if failed:
-        raise AccuracyError(
-            "the optimized pipeline's image differs from the original's: "
-            + "; ".join(f"{p.shape_point}: PSNR {p.psnr_db:.1f} dB (required >= {min_psnr:g} dB)" for p in failed)
-            + ". Try --level lossless."
-        )
-    return optimized, points, notes
+    def end_to_end(self):
+        """The image check, then the timing per image."""
+        optimized, points, notes = self._same_image()
+        pipeline_e2e.time_pipelines(self.pool, self.ctx.model_file, optimized, points, self.request.bench_seconds,
+                                    self.settings)
+        for p in points:
+            self.progress.say(f"    {p.shape_point}: {p.benchmark.baseline.p50 / 1000:.2f} s -> "
+                              f"{p.benchmark.optimized.p50 / 1000:.2f} s per call, {p.benchmark.speedup.ratio:.2f}x")
+        return points, notes
 
+    def _same_image(self):
+        """The optimized pipeline whose image passes, falling back to f32 for the networks chosen at
+        reduced precision when their drift over the denoising steps adds up to too much."""
+        notes, min_psnr = [], level_named(self.request.level).min_psnr_db
+        optimized, points = self._check_images(min_psnr)
+        fallback = _full_precision(self.chosen, self.candidates, self.specs) if not all(p.passed for p in points) else None
+        if fallback:
+            notes.append(f"with the fastest networks the image's PSNR was {min(p.psnr_db for p in points):.1f} dB, "
+                         f"below {min_psnr:g} dB; {', '.join(fallback)} kept in f32.")
+            for name, pick in fallback.items():
+                _reselect(self.candidates[name], self.built[name], self.chosen, name, pick)
+            optimized, points = self._check_images(min_psnr)
+        failed = [p for p in points if not p.passed]
+        if failed:
+            raise AccuracyError(
+                "the optimized pipeline's image differs from the original's: "
+                + "; ".join(f"{p.shape_point}: PSNR {p.psnr_db:.1f} dB (required >= {min_psnr:g} dB)" for p in failed)
+                + ". Try --level lossless."
+            )
+        return optimized, points, notes
 
-def _say_images(progress, points) -> None:
-    for p in points:
-        progress.say(f"    image {p.shape_point}: PSNR {p.psnr_db:.1f} dB (required >= {p.min_psnr_db:g})")
+    def _check_images(self, min_psnr: float):
+        unet_lines = next(s.lines for s in self.specs if s.name == "unet")
+        path = self.ctx.model_file
+        optimized = pipeline_e2e.optimized_pipeline(self.pool, path, self.chosen, self.contexts, unet_lines)
+        points = pipeline_e2e.check_images(self.pool, path, optimized, self.ctx.spec, min_psnr, self.settings)
+        for p in points:
+            self.progress.say(f"    image {p.shape_point}: PSNR {p.psnr_db:.1f} dB (required >= {p.min_psnr_db:g})")
+        return optimized, points
+
+    def report(self, fetched, points, notes):
+        components = [pipeline_report.component_report(s, self.converted[s.name], self.candidates[s.name],
+                                                       next(c for c in self.candidates[s.name] if c.selected))
+                      for s in self.specs]
+        summary = PipelineReport(type(pipeline.original(self.pool, self.ctx.model_file)).__name__,
+                                 self.settings.prompt, self.settings.steps, self.settings.guidance_scale,
+                                 self.settings.seed, points)
+        timings = dict(self.progress.timings, **overheads(self.request, self.progress))
+        return pipeline_report.assemble(self.request.name, self.request, fetched, components, summary, timings, notes)
 
 
 def _full_precision(chosen: dict, candidates: dict, specs) -> dict:
@@ -144,12 +159,12 @@ def _reselect(candidates: list, built: list, chosen: dict, name: str, pick) -> N
     chosen[name] = next(b for b in built if b.key == f"{pick.engine}-{pick.precision}")
 
 
-def _package(request, fetched, specs, chosen, converted, report, staging, output, run_id) -> dict:
+def _package(run: _PipelineRun, fetched, report, staging, output: str, run_id: str) -> dict:
     from accelflow.reports.render import write_report
 
-    pipe = pipeline.original(fetched.model_file)
-    folder, carried = pipeline_report.pipeline_folder(fetched.model_file, os.path.join(staging.path, "work"), specs,
-                                                      chosen, converted, pipe)
-    manifest = pipeline_report.manifest_for(request.name, request, fetched, report, carried)
+    pipe = pipeline.original(run.pool, fetched.model_file)
+    folder, carried = pipeline_report.pipeline_folder(fetched.model_file, os.path.join(staging.path, "work"),
+                                                      run.specs, run.chosen, run.converted, pipe)
+    manifest = pipeline_report.manifest_for(run.request.name, run.request, fetched, report, carried)
     package.package_result(staging, folder, manifest, report, write_report)
-    return publish_result(staging, output, request, fetched, report, run_id)
+    return publish_result(staging, output, run.request, fetched, report, run_id)

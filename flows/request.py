@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import time
 
+from accelflow.core import tensor_info
+from accelflow.core.errors import SpecError
+from accelflow.core.levels import level_named
+from accelflow.storage.store import is_remote
+from accelflow.tasks.context import AccuracyCheck
 from pydantic import BaseModel, Field
 
 from accelflow import engines
-from accelflow.core.levels import level_named
-from accelflow.core import tensor_info
-from accelflow.core.errors import SpecError
-from accelflow.storage.store import is_remote
 
 RESULTS_ENV = "ACCELFLOW_RESULTS"
 RESULTS_VARIABLE = "accelflow-results"
@@ -60,6 +61,10 @@ class OptimizeRequest(BaseModel):
     def gate(self) -> str:
         """Which default tolerances apply: the level's, or INT8's for a QAT model."""
         return "qat" if self.qat else self.level
+
+    def accuracy_check(self) -> AccuracyCheck:
+        """How the accuracy step draws its inputs and what it accepts."""
+        return AccuracyCheck(self.gate(), self.tolerance_overrides(), self.samples, self.draws)
 
     def tolerance_overrides(self) -> dict[str, float]:
         values = {"rtol": self.rtol, "atol": self.atol, "min_cosine": self.min_cosine,

@@ -10,9 +10,8 @@ RESULT_ARTIFACT = "accelflow-result"
 
 
 def client():
-    from prefect.client.orchestration import get_client
-
     from accelflow.flows.embedded import ensure_started
+    from prefect.client.orchestration import get_client
 
     ensure_started()
     return get_client(sync_client=True)

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import time
 
-from accelflow import engines
 from accelflow.engines.machine import process_started_at
 from accelflow.flows.progress import Progress, quietly
 from accelflow.flows.request import OptimizeRequest
 from accelflow.flows.runs import RESULT_ARTIFACT, run_has_ended
 from accelflow.tasks import publish, steps
+from accelflow.tasks.context import ModelContext
+from accelflow.tasks.runners import RunnerPool
+
+from accelflow import engines
 
 
-def build_all(request, converted, lines, work, threads, progress) -> list:
-    """Every candidate engine and precision for the request's level and device, built."""
+def build_all(request: OptimizeRequest, ctx: ModelContext, pool: RunnerPool, progress: Progress) -> list:
+    """Every candidate engine and precision for the request's level and device, built from ctx's ONNX."""
     built = []
     for engine, precision in engines.candidates(request.level, request.device, request.engine,
                                                 request.engine_version, request.qat):
-        b = steps.build_candidate(converted.onnx_path, converted.io, lines, engine.NAME, precision, work, threads)
+        b = steps.build_candidate(ctx, engine.NAME, precision, pool)
         status = f"failed: {b.error}" if b.error else f"built in {b.build_seconds:.1f}s"
         progress.say(f"    {engine.NAME} {precision}: {status}")
         built.append(b)
@@ -49,9 +52,8 @@ def _claimer_has_ended(claim: dict) -> bool:
 
 def publish_artifacts(report, result: dict) -> None:
     """The report on the flow run page (markdown, latency table) and the result the task list reads."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-
     from accelflow.reports.render import summary_table, to_markdown
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
     quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))

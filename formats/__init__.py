@@ -15,6 +15,7 @@ from types import ModuleType
 # Set ORT_DISABLE_TELEMETRY=0 to keep it. (OpenVINO's: engines.openvino_engine.import_openvino.)
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+from accelflow.core.errors import UnsupportedFormatError
 from accelflow.formats import (
     detectron2_model,
     diffusers_pipeline,
@@ -25,7 +26,6 @@ from accelflow.formats import (
     tf_savedmodel,
     torchscript,
 )
-from accelflow.core.errors import UnsupportedFormatError
 
 FORMATS: tuple[ModuleType, ...] = (
     torchscript, pytorch_checkpoint, tf_savedmodel, tf_frozen_graph, onnx_model, diffusers_pipeline, mmdet_model,

@@ -28,7 +28,6 @@ import shutil
 import warnings
 
 import numpy as np
-
 from accelflow.core.accuracy import Accuracy, OutputAccuracy
 from accelflow.core.levels import gate_named
 
@@ -266,7 +265,6 @@ def export_features(graph, image, spec, out_dir: str, output_names: list[str], w
     image's height and width dynamic where the tensor information lets them vary;
     (ONNX path, input names)."""
     import torch
-
     from accelflow.core.errors import ConversionError, first_line
     from accelflow.core.modelio import unique_onnx_names
 
@@ -302,7 +300,6 @@ def load_weights(model, checkpoint: str, config: str, key: str):
     """Plain weights into `model` (torch.load weights_only=True; `{key: state_dict}` or a
     bare state dict), with errors that say what to fix."""
     import torch
-
     from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line
 
     try:
@@ -368,8 +365,8 @@ _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 def checkpoint_for(config: str, framework: str) -> str:
     """The checkpoint of a detector config: the one PyTorch checkpoint beside it, or the one
     named like it (`faster_rcnn.py` + `faster_rcnn.pth`) when there are several."""
-    from accelflow.formats import pytorch_checkpoint
     from accelflow.core.errors import UnsupportedFormatError
+    from accelflow.formats import pytorch_checkpoint
 
     folder = os.path.dirname(os.path.abspath(config))
     found = sorted(os.path.join(folder, n) for n in os.listdir(folder)

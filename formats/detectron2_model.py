@@ -24,11 +24,10 @@ import os
 import re
 
 import numpy as np
-
-from accelflow.formats import detections
-from accelflow.formats.detections import quiet as _quiet
 from accelflow.core.errors import MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
 from accelflow.core.modelio import ModelIO, flat_structure
+from accelflow.formats import detections
+from accelflow.formats.detections import quiet as _quiet
 
 NAME = "detectron2"
 _LEAF = "input_0[0][image]"

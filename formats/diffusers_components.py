@@ -12,7 +12,6 @@ import os
 import warnings
 
 import numpy as np
-
 from accelflow.core.errors import ConversionError, first_line
 from accelflow.core.modelio import ModelIO, flat_structure
 from accelflow.formats.torchscript import DEFAULT_OPSET, to_numpy, to_torch
@@ -53,7 +52,6 @@ def wrapper(pipe, name: str):
 def to_onnx(pipe, component, out_dir: str, example: list[np.ndarray]) -> tuple[str, ModelIO]:
     """Export one component with dynamic axes where its tensor information has them."""
     import torch
-
     from accelflow.core import tensor_info
 
     spec = tensor_info.parse(component.lines)

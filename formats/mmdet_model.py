@@ -26,11 +26,10 @@ import os
 import re
 
 import numpy as np
-
-from accelflow.formats import detections
-from accelflow.formats.detections import quiet as _quiet
 from accelflow.core.errors import MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
 from accelflow.core.modelio import ModelIO, flat_structure
+from accelflow.formats import detections
+from accelflow.formats.detections import quiet as _quiet
 
 NAME = "mmdet"
 _MODEL_LINE = re.compile(r"^model\s*=\s*dict\(", re.M)
@@ -61,8 +60,8 @@ def import_mmdet():
 def load(path: str):
     """The detector built from the config, weights from its checkpoint, in eval mode on the CPU."""
     import_mmdet()
-    from mmengine.config import Config
     from mmdet.registry import MODELS
+    from mmengine.config import Config
 
     checkpoint = checkpoint_for(path)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-
 from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
 from accelflow.core.modelio import ModelIO, flat_structure
 

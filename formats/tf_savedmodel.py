@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from accelflow.formats import tensorflow_common as tfc
 from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line
 from accelflow.core.modelio import ModelIO
+from accelflow.formats import tensorflow_common as tfc
 
 NAME = "savedmodel"
 OPTIONS = ("signature",)

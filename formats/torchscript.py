@@ -13,7 +13,6 @@ import warnings
 import zipfile
 
 import numpy as np
-
 from accelflow.core.errors import (
     ConversionError,
     MissingDependencyError,

@@ -16,9 +16,6 @@ import os
 from typing import Any, NamedTuple
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from accelflow.reports.results import (
     Accuracy,
     Candidate,
@@ -28,6 +25,8 @@ from accelflow.reports.results import (
     Speedup,
     TaskReport,
 )
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 NA = "n/a"
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-
 from accelflow.reports.results import Candidate, LatencyStats, Speedup, TaskReport
 
 

@@ -22,7 +22,10 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [ConnectionError, TimeoutError, asyncio.TimeoutError]
     try:
         from botocore.exceptions import (
-            ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError,
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            ReadTimeoutError,
         )
 
         types += [ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError]

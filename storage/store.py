@@ -26,7 +26,6 @@ import secrets
 import tempfile
 
 import fsspec
-
 from accelflow.core.errors import AccelflowError, RepositoryError
 
 # Uploads slower than this are taken for a stalled store (see Store._deadline).

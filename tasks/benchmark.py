@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 from accelflow.core.runner import Runner
+from accelflow.formats import detections
 from accelflow.reports.results import ShapeBenchmark
 from accelflow.reports.stats import latency_stats, speedup
+from accelflow.tasks.context import ModelContext
+from accelflow.tasks.runners import RunnerPool
 
 BASELINE = "baseline"
 
@@ -88,30 +90,24 @@ def _flat(rounds: list[list[float]]) -> list[float]:
     return [ms for block in rounds for ms in block]
 
 
-def benchmark_candidates(model_file: str, format_name: str, converted, passing: list, spec_lines: list[str],
-                         plan: TimingPlan, threads: int, progress=None,
-                         int_ranges: dict | None = None) -> dict[str, list[ShapeBenchmark]]:
+def benchmark_candidates(ctx: ModelContext, passing: list, plan: TimingPlan, pool: RunnerPool,
+                         progress=None) -> dict[str, list[ShapeBenchmark]]:
     """Every passing candidate against the baseline at every shape point, keyed by candidate.
 
     Integer inputs are drawn from the same ranges as the accuracy check's (token ids must stay
     inside the vocabulary, or the original model fails). A detector is timed on a synthetic
     image with shapes in it, as its accuracy is checked: on noise it would find nothing, and
     its heads and NMS would cost less than on a real image."""
-    from accelflow.formats import detections
-    from accelflow.core import tensor_info
-    from accelflow.tasks import runners
-
-    spec = tensor_info.parse(spec_lines)
-    base = runners.baseline(model_file, format_name, converted.onnx_path, converted.io, spec_lines, threads)
-    optimized = {c.key: runners.candidate(c, converted.io, threads) for c in passing}
+    base = pool.baseline(ctx)
+    optimized = {c.key: pool.candidate(c, ctx.io, ctx.threads) for c in passing}
     rng = np.random.default_rng(1)
     results: dict[str, list[ShapeBenchmark]] = {key: [] for key in optimized}
-    points = spec.shape_points()
+    points = ctx.spec.shape_points()
     for i, point in enumerate(points):
-        if detections.is_detector(converted.io):
-            arrays = detections.point_images(spec, point, rng)
+        if detections.is_detector(ctx.io):
+            arrays = detections.point_images(ctx.spec, point, rng)
         else:
-            arrays = spec.flatten(*spec.example_inputs(point, rng, int_ranges))
+            arrays = ctx.spec.flatten(*ctx.spec.example_inputs(point, rng, ctx.int_ranges))
         rows = benchmark_point(point.label, point.shapes, arrays, base, optimized, plan)
         for key, row in rows.items():
             results[key].append(row)

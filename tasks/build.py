@@ -8,11 +8,11 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from accelflow.engines import engine_named
-from accelflow.core import tensor_info
 from accelflow.core.errors import AccelflowError, first_line
 from accelflow.core.modelio import ModelIO
-from accelflow.tasks import runners
+from accelflow.engines import engine_named
+from accelflow.tasks.context import ModelContext
+from accelflow.tasks.runners import RunnerPool
 
 
 @dataclass
@@ -32,18 +32,18 @@ class BuiltCandidate:
         return f"{self.engine}-{self.precision}"
 
 
-def build_candidate(onnx_path: str, io: dict, spec_lines: list[str], engine_name: str,
-                    precision: str, work_dir: str, threads: int) -> BuiltCandidate:
-    """Build one candidate; a failure is recorded on the result so the others still compete."""
+def build_candidate(ctx: ModelContext, engine_name: str, precision: str, pool: RunnerPool) -> BuiltCandidate:
+    """Build one candidate from ctx's ONNX model; a failure is recorded on the result so the
+    others still compete."""
     engine = engine_named(engine_name)
-    folder = os.path.join(work_dir, "candidates", f"{engine_name}-{precision}")
+    folder = os.path.join(ctx.work_dir, "candidates", f"{engine_name}-{precision}")
     os.makedirs(folder, exist_ok=True)
     built = BuiltCandidate(engine_name, engine.version() or "", precision, folder, 0.0)
     start = time.perf_counter()
     try:
-        spec = tensor_info.parse(spec_lines)
-        built.engine_config = engine.build(onnx_path, ModelIO.from_dict(io), spec, precision, folder, threads)
-        runners.candidate(built, io, threads)  # loading compiles: a failure belongs to this candidate
+        built.engine_config = engine.build(ctx.onnx_path, ModelIO.from_dict(ctx.io), ctx.spec, precision, folder,
+                                           ctx.threads)
+        pool.candidate(built, ctx.io, ctx.threads)  # loading compiles: a failure belongs to this candidate
     except AccelflowError as exc:
         built.error = str(exc)
     except Exception as exc:  # an engine's own failure on this graph: recorded, not fatal

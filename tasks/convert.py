@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
-from accelflow import formats
 from accelflow.core import tensor_info
 from accelflow.storage import cache
+from accelflow.tasks.context import ModelContext
+
+from accelflow import formats
 
 
 @dataclass
@@ -21,9 +22,9 @@ class ConvertedModel:
     cached: bool = False  # taken from the conversion cache
 
 
-def parse_tensor_info(lines: list[str]) -> list[str]:
-    """The canonical lines of valid tensor information (SpecError otherwise)."""
-    return tensor_info.parse(lines).lines()
+def parse_tensor_info(lines: list[str]) -> tensor_info.TensorInfo:
+    """The tensor information, parsed once for every later step (SpecError if invalid)."""
+    return tensor_info.parse(lines)
 
 
 def example_arrays(spec, seed: int = 0) -> list[np.ndarray]:
@@ -37,22 +38,20 @@ def example_arrays(spec, seed: int = 0) -> list[np.ndarray]:
     return spec.flatten(args, kwargs)
 
 
-def convert_to_onnx(model_file: str, format_name: str, spec_lines: list[str], work_dir: str,
-                    qat: bool = False, options: dict | None = None) -> ConvertedModel:
+def convert_to_onnx(ctx: ModelContext, qat: bool = False, options: dict | None = None) -> ConvertedModel:
     """The model as ONNX, with input names and dynamic axes from the tensor information.
 
     For a QAT model the ONNX graph must carry quantize/dequantize pairs (fake-quantize
     operations export as QuantizeLinear/DequantizeLinear), or there is nothing to run as INT8.
     """
     start = time.perf_counter()
-    spec = tensor_info.parse(spec_lines)
-    fmt = formats.format_named(format_name)
+    fmt = formats.format_named(ctx.format)
     options = format_options(fmt, options or {})
     if fmt.NAME == "onnx":  # nothing to convert: checked in place
-        onnx_path, model_io = fmt.to_onnx(model_file, spec, work_dir)
+        onnx_path, model_io = fmt.to_onnx(ctx.model_file, ctx.spec, ctx.work_dir)
         io, cached = model_io.to_dict(), False
     else:
-        onnx_path, io, cached = _converted(fmt, model_file, spec, work_dir, qat, options)
+        onnx_path, io, cached = _converted(fmt, ctx.model_file, ctx.spec, ctx.work_dir, qat, options)
     if qat:
         require_qdq(onnx_path)
     return ConvertedModel(onnx_path, io, time.perf_counter() - start, cached)

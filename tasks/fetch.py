@@ -6,8 +6,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from accelflow.formats import detect_format, find_model_file, model_home
 from accelflow.core.errors import SpecError, UnsupportedFormatError
+from accelflow.formats import detect_format, find_model_file, model_home
 
 
 @dataclass
@@ -33,7 +33,6 @@ def fetch_model(model: str, repo_uri: str | None, model_file: str | None, scratc
     """
     from accelflow.storage.repository import ModelRepository, parse_model_ref
     from accelflow.storage.retry import with_retries
-
     from accelflow.storage.store import is_remote
 
     if is_remote(model):

@@ -20,8 +20,8 @@ import shutil
 import tempfile
 import time
 
-from accelflow.formats import format_named
 from accelflow.core.errors import OutputPathError
+from accelflow.formats import format_named
 from accelflow.storage.store import Store, is_remote
 
 PARTIAL_PREFIX = ".partial-"

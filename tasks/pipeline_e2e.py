@@ -15,13 +15,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
-from accelflow.formats import diffusers_pipeline
 from accelflow.core import tensor_info
+from accelflow.formats import diffusers_pipeline
 from accelflow.reports.results import PipelinePoint, ShapeBenchmark
 from accelflow.reports.stats import latency_stats, speedup
-from accelflow.tasks import runners
 from accelflow.tasks.pipeline import original
+from accelflow.tasks.runners import RunnerPool
 
 PROMPT = "a photograph of an astronaut riding a horse on the moon"
 STEPS = 20
@@ -50,12 +49,13 @@ class _Call:
     seconds: dict[str, float]  # per network, this call
 
 
-def optimized_pipeline(path: str, chosen: dict, converted: dict, unet_lines: list[str], threads: int):
-    """The original pipeline class around the chosen candidates, with fresh scheduler state."""
+def optimized_pipeline(pool: RunnerPool, path: str, chosen: dict, contexts: dict, unet_lines: list[str]):
+    """The original pipeline class around the chosen candidates, with fresh scheduler state.
+    `contexts` holds each network's converted ModelContext."""
     from accelflow.engines.pipeline_result import assemble, networks_from, unet_batches
 
-    base = original(path)
-    loaded = {name: runners.candidate(chosen[name], converted[name].io, threads) for name in NETWORKS}
+    base = original(pool, path)
+    loaded = {name: pool.candidate(chosen[name], contexts[name].io, contexts[name].threads) for name in NETWORKS}
     sources = {"text_encoder": base.text_encoder, "unet": base.unet, "vae_decoder": base.vae}
     configs = {name: diffusers_pipeline.config_dict(net) for name, net in sources.items()}
     others = {name: part for name, part in base.components.items()
@@ -65,18 +65,18 @@ def optimized_pipeline(path: str, chosen: dict, converted: dict, unet_lines: lis
     return assemble(type(base).__name__, networks, others, bool(base.config.get("requires_safety_checker")))
 
 
-def image_points(lines: list[str]) -> list[tuple[str, int, int, int]]:
+def image_points(spec: tensor_info.TensorInfo) -> list[tuple[str, int, int, int]]:
     """(label, N, H, W) at each shape point of the image's tensor information."""
-    spec = tensor_info.parse(lines)
     leaf = spec.leaves[0]
     return [(p.label, p.shapes[leaf.name][0], p.shapes[leaf.name][2], p.shapes[leaf.name][3])
             for p in spec.shape_points()]
 
 
-def check_images(path: str, optimized, lines: list[str], min_psnr: float, settings: Settings) -> list[PipelinePoint]:
+def check_images(pool: RunnerPool, path: str, optimized, spec: tensor_info.TensorInfo, min_psnr: float,
+                 settings: Settings) -> list[PipelinePoint]:
     """One image call of each pipeline per shape point, compared by PSNR."""
-    base, points = original(path), []
-    for label, n, h, w in image_points(lines):
+    base, points = original(pool, path), []
+    for label, n, h, w in image_points(spec):
         ref = _call(base, False, n, h, w, settings).images
         got = _call(optimized, True, n, h, w, settings).images
         db, max_abs = psnr(ref, got), float(np.abs(ref - got).max())
@@ -90,9 +90,10 @@ def psnr(reference: np.ndarray, image: np.ndarray) -> float:
     return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * math.log10(1.0 / mse))
 
 
-def time_pipelines(path: str, optimized, points: list[PipelinePoint], seconds: float, settings: Settings) -> None:
+def time_pipelines(pool: RunnerPool, path: str, optimized, points: list[PipelinePoint], seconds: float,
+                   settings: Settings) -> None:
     """Fill each point's end-to-end benchmark and per-network seconds per image."""
-    base = original(path)
+    base = original(pool, path)
     for point in points:
         n, _, h, w = point.shapes["image"]
         calls: dict[str, list[_Call]] = {"baseline": [], "optimized": []}

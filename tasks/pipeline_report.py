@@ -14,11 +14,11 @@ import shutil
 from dataclasses import replace
 
 from accelflow.core import VERSION
+from accelflow.engines.machine import library_versions, machine_info
 from accelflow.formats import diffusers_pipeline
 from accelflow.reports.results import Accuracy, ComponentReport, PipelineReport, TaskReport
 from accelflow.reports.stats import geometric_mean
 from accelflow.tasks import report as model_report
-from accelflow.engines.machine import library_versions, machine_info
 
 NETWORK_SOURCES = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae"}
 

@@ -26,8 +26,8 @@ import platform
 from collections.abc import Callable, Iterable
 
 from accelflow.core.errors import AccelflowError
-from accelflow.tasks.package import Staging, finalize_local, result_names, start_staging
 from accelflow.storage.store import Store, is_remote
+from accelflow.tasks.package import Staging, finalize_local, result_names, start_staging
 
 RESULT_MANIFEST = "accelflow-result.json"
 CLAIM = ".accelflow-claim.json"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from accelflow.core.errors import AccuracyError, ConversionError
+from accelflow.engines.machine import library_versions, machine_info
 from accelflow.reports.results import Candidate, TaskReport
 from accelflow.reports.stats import geometric_mean
-from accelflow.engines.machine import library_versions, machine_info
 
 
 def candidates_of(built: list, accuracies: dict, benchmarks: dict) -> list[Candidate]:

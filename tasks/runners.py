@@ -1,92 +1,91 @@
-"""Loaded runners, kept for the length of one task so each model is loaded once.
+"""The runners one task loads, each once, owned by the flow run that creates the pool.
 
 The accuracy and benchmark steps run in the same process and use the same baseline and
-candidate runners; loading BERT-sized models costs seconds each time.
+candidate runners; loading BERT-sized models costs seconds each time. The flow creates one
+RunnerPool per task and closes it at the end, so nothing outlives the task.
 
-The baseline runs where the candidates run: once a GPU engine's candidate is loaded (the
-build step loads every candidate), the original model is loaded on the same GPU, in its
-own framework (TorchScript on CUDA; an ONNX model in ONNX Runtime's CUDA provider). A
-format without a GPU baseline of its own is timed as its ONNX conversion in ONNX Runtime
-CUDA, and its label says so. `use_device` sets the device explicitly.
+The baseline is timed where the candidates run: on a GPU machine type, the original model is
+loaded on the GPU in its own framework (TorchScript on CUDA; an ONNX model in ONNX Runtime's
+CUDA provider). A format without a GPU baseline of its own is timed as its ONNX conversion
+in ONNX Runtime CUDA, and its label says so. Accuracy is always judged against the original
+on the CPU (`reference`).
 """
 
 from __future__ import annotations
 
 import inspect
 
-from accelflow import formats
-from accelflow.engines import engine_named, is_gpu_engine
-from accelflow.formats import detections
-from accelflow.core import tensor_info
 from accelflow.core.modelio import ModelIO
 from accelflow.core.runner import Runner
-
-_LOADED: dict[str, Runner] = {}
-_STATE = {"device": "cpu"}
-
-
-def use_device(device: str) -> None:
-    """"cpu" or "cuda": where the baseline runs (a GPU machine type means "cuda")."""
-    _STATE["device"] = "cpu" if device == "cpu" else "cuda"
+from accelflow.engines import engine_named
+from accelflow.formats import detections, format_named
+from accelflow.tasks.context import ModelContext
 
 
-def baseline_device() -> str:
-    return _STATE["device"]
+class RunnerPool:
+    def __init__(self, device: str = "cpu"):
+        self.device = device  # where the baseline is timed: "cpu" or "cuda"
+        self._loaded: dict[tuple, object] = {}
+        self._postprocessors: dict[str, object] = {}  # a detector's heads, shared by its candidates
+
+    def __enter__(self) -> RunnerPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def load(self, key: tuple, loader):
+        """Whatever `loader()` returns, loaded once for this task under `key`."""
+        if key not in self._loaded:
+            self._loaded[key] = loader()
+        return self._loaded[key]
+
+    def baseline(self, ctx: ModelContext, device: str | None = None) -> Runner:
+        """The original model in its own framework (TorchScript in torch, ONNX in ONNX Runtime)."""
+        device = device or self.device
+        return self.load(("baseline", device, ctx.model_file), lambda: _baseline_runner(ctx, device))
+
+    def reference(self, ctx: ModelContext) -> Runner:
+        """What accuracy is judged against: the original model in IEEE float32, i.e. on the CPU.
+
+        On a GPU the timed baseline keeps the defaults users serve with, and those compute
+        float32 in TF32 (PyTorch's cuDNN convolutions, ONNX Runtime's CUDA provider): on an H200
+        its reference was 2.6e-4 off (relative) on a ResNet, more than the lossless gate allows,
+        and a float32 engine (2.4e-7 off) failed against it. torch 2.11's TorchScript kept that
+        error with TF32 switched off, so the reference is the CPU run of the same original model.
+        """
+        return self.baseline(ctx, device="cpu")
+
+    def candidate(self, built, io: dict, threads: int) -> Runner:
+        """A built engine, loaded; a detector's engine (its backbone) is followed by the
+        framework's heads and NMS, so accuracy and timing see the whole detector."""
+        return self.load(("candidate", built.folder), lambda: self._load_candidate(built, io, threads))
+
+    def _load_candidate(self, built, io: dict, threads: int) -> Runner:
+        runner = engine_named(built.engine).load(built.folder, {"engine_config": built.engine_config, "io": io},
+                                                 threads)
+        if not detections.is_detector(io):
+            return runner
+        fmt = format_named(detections.format_name(io))
+        return detections.candidate(fmt, runner, io, threads, postprocessors=self._postprocessors)
+
+    def close(self) -> None:
+        """Free every loaded model (the end of a task)."""
+        self._loaded.clear()
+        self._postprocessors.clear()
 
 
-def baseline(model_file: str, format_name: str, onnx_path: str, io: dict, spec_lines: list[str], threads: int,
-             device: str | None = None) -> Runner:
-    """The original model in its own framework (TorchScript in torch, ONNX in ONNX Runtime),
-    where the candidates run unless `device` says otherwise."""
-    device = device or baseline_device()
-    key = f"baseline:{device}:{model_file}"
-    if key not in _LOADED:
-        fmt = next(f for f in formats.FORMATS if f.NAME == format_name)
-        spec = tensor_info.parse(spec_lines)
-        path = onnx_path if fmt.NAME == "onnx" else model_file
-        _LOADED[key] = _baseline_runner(fmt, path, onnx_path, spec, ModelIO.from_dict(io), threads, device)
-    return _LOADED[key]
-
-
-def reference(model_file: str, format_name: str, onnx_path: str, io: dict, spec_lines: list[str], threads: int) -> Runner:
-    """What accuracy is judged against: the original model in IEEE float32, i.e. on the CPU.
-
-    On a GPU the timed baseline keeps the defaults users serve with, and those compute float32
-    in TF32 (PyTorch's cuDNN convolutions, ONNX Runtime's CUDA provider): on an H200 its
-    reference was 2.6e-4 off (relative) on a ResNet, more than the lossless gate allows, and a
-    float32 engine (2.4e-7 off) failed against it. torch 2.11's TorchScript kept that error
-    with TF32 switched off, so the reference is the CPU run of the same original model.
-    """
-    return baseline(model_file, format_name, onnx_path, io, spec_lines, threads, device="cpu")
-
-
-def _baseline_runner(fmt, path: str, onnx_path: str, spec, io: ModelIO, threads: int, device: str) -> Runner:
+def _baseline_runner(ctx: ModelContext, device: str) -> Runner:
+    fmt = format_named(ctx.format)
+    path = ctx.onnx_path if fmt.NAME == "onnx" else ctx.model_file
+    io = ModelIO.from_dict(ctx.io)
     if device == "cpu":
-        return fmt.baseline_runner(path, spec, io, threads)
+        return fmt.baseline_runner(path, ctx.spec, io, ctx.threads)
     if fmt.NAME == "onnx" or "device" not in inspect.signature(fmt.baseline_runner).parameters:
         from accelflow.engines.onnxruntime_cuda_engine import OrtCudaRunner
 
-        runner = OrtCudaRunner(onnx_path, io, threads, tf32=None)  # ONNX Runtime's defaults
+        runner = OrtCudaRunner(ctx.onnx_path, io, ctx.threads, tf32=None)  # ONNX Runtime's defaults
         if fmt.NAME != "onnx":
             runner.label += f" (the {fmt.NAME} model's ONNX conversion: no {fmt.NAME} GPU baseline here)"
         return runner
-    return fmt.baseline_runner(path, spec, io, threads, device=device)
-
-
-def candidate(built, io: dict, threads: int) -> Runner:
-    """A built engine, loaded; a detector's engine (its backbone) is followed by the
-    framework's heads and NMS, so accuracy and timing see the whole detector."""
-    key = f"candidate:{built.folder}"
-    if key not in _LOADED:
-        engine = engine_named(built.engine)
-        if is_gpu_engine(engine):
-            use_device("cuda")
-        runner = engine.load(built.folder, {"engine_config": built.engine_config, "io": io}, threads)
-        _LOADED[key] = detections.candidate(runner, io, threads) if detections.is_detector(io) else runner
-    return _LOADED[key]
-
-
-def release() -> None:
-    """Free every loaded model (end of a task)."""
-    _LOADED.clear()
-    _STATE["device"] = "cpu"
+    return fmt.baseline_runner(path, ctx.spec, io, ctx.threads, device=device)

@@ -17,11 +17,11 @@ import hashlib
 import secrets
 
 from accelflow.core.errors import RepositoryError
-from accelflow.tasks import publish
-from accelflow.tasks.package import slug
 from accelflow.storage.repository import ModelRepository, VersionEntry, parse_model_ref
 from accelflow.storage.retry import with_retries
 from accelflow.storage.store import Store, is_remote
+from accelflow.tasks import publish
+from accelflow.tasks.package import slug
 
 OPTIMIZED_SOURCE = "optimized"
 OPTIMIZED_FORMAT = "accelflow"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from accelflow.tasks import benchmark, build, convert, fetch, pipeline, verify
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from accelflow.tasks import benchmark, build, convert, fetch, pipeline, verify
 
 
 def as_step(fn, name: str):

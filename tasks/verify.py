@@ -8,11 +8,14 @@ runs the original and every candidate on them, and judges detectors on their det
 from __future__ import annotations
 
 import numpy as np
-
 from accelflow.core.accuracy import Accuracy, Draw, compare, random_draws, sample_draws, tolerances
 from accelflow.core.errors import AccelflowError, ModelMismatchError, last_line
 from accelflow.core.runner import run_arrays
 from accelflow.formats import detections
+from accelflow.tasks.context import AccuracyCheck, ModelContext
+from accelflow.tasks.runners import RunnerPool
+
+from accelflow import formats
 
 TENSOR_OPTIONS = ("rtol", "atol", "min_cosine")
 
@@ -31,35 +34,28 @@ def check_overrides(fmt, overrides: dict | None) -> None:
                              f"is {fmt.NAME}; use --rtol, --atol or --min-cosine.")
 
 
-def verify_candidates(model_file: str, format_name: str, converted, built: list, spec_lines: list[str],
-                      gate: str, overrides: dict | None, samples: str | None,
-                      int_ranges: dict | None, draws: int, threads: int) -> dict[str, Accuracy]:
+def verify_candidates(ctx: ModelContext, built: list, check: AccuracyCheck, pool: RunnerPool) -> dict[str, Accuracy]:
     """Accuracy of every built candidate against the original model, keyed by candidate.
 
     A detector is judged on its detections matched by IoU (formats/detections.py), on
     synthetic images with shapes in them: random noise gives a detector nothing to find.
     """
-    from accelflow import formats
-    from accelflow.core import tensor_info
-    from accelflow.tasks import runners
-
-    check_overrides(formats.format_named(format_name), overrides)
-    spec = tensor_info.parse(spec_lines)
-    detector = detections.is_detector(converted.io)
-    if samples:
-        inputs = sample_draws(spec, samples)
+    check_overrides(formats.format_named(ctx.format), check.overrides)
+    detector = detections.is_detector(ctx.io)
+    if check.samples:
+        inputs = sample_draws(ctx.spec, check.samples)
     elif detector:
-        inputs = [Draw(label, arrays) for label, arrays in detections.image_draws(spec, draws)]
+        inputs = [Draw(label, arrays) for label, arrays in detections.image_draws(ctx.spec, check.draws)]
     else:
-        inputs = random_draws(spec, int_ranges, draws)
-    base = runners.reference(model_file, format_name, converted.onnx_path, converted.io, spec_lines, threads)
+        inputs = random_draws(ctx.spec, ctx.int_ranges, check.draws)
+    base = pool.reference(ctx)
     reference = [_reference(base, d) for d in inputs]
-    tolerance = (detections.tolerances if detector else tolerances)(gate, overrides)
+    tolerance = (detections.tolerances if detector else tolerances)(check.gate, check.overrides)
     results = {}
     for candidate in built:
-        runner = runners.candidate(candidate, converted.io, threads)
+        runner = pool.candidate(candidate, ctx.io, ctx.threads)
         optimized = [run_arrays(runner, d.arrays) for d in inputs]
-        results[candidate.key] = _judge(reference, optimized, converted.io, tolerance)
+        results[candidate.key] = _judge(reference, optimized, ctx.io, tolerance)
     return results
 
 

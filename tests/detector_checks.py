@@ -3,8 +3,8 @@ framework's heads give the original's detections (formats/detections.py)."""
 
 from __future__ import annotations
 
-from accelflow.formats import detections, onnx_model
 from accelflow.core.runner import run_arrays
+from accelflow.formats import detections, onnx_model
 
 
 def features_plus_heads_match(fmt, config: str, spec, tmp_path, example) -> tuple[list[dict], object]:

@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from accelflow.flows.cli import repo as repo_cli
+    from accelflow.flows.cli import tasks as tasks_cli
     from accelflow.flows.service import fleet, server
-    from accelflow.flows.cli import repo as repo_cli, tasks as tasks_cli
 
     parser = argparse.ArgumentParser(prog="accelflow", description="Optimize trained models for inference, and prove it.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own logs")
@@ -93,9 +94,9 @@ def run_tensor_info(args) -> int:
 
 
 def run_optimize(args) -> int:
-    from accelflow.flows.fanout import DEFAULT_BATCH_NAME, child_requests
     from accelflow.flows.cli.options import request_fields
     from accelflow.flows.cli.submit import run_inline, submit_requests
+    from accelflow.flows.fanout import DEFAULT_BATCH_NAME, child_requests
     from accelflow.flows.request import OptimizeRequest
 
     base = OptimizeRequest(model=args.models[0], submitted_at=args.started, **request_fields(args))

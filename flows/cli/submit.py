@@ -7,11 +7,10 @@ import json
 
 def submit_requests(requests, batch_name: str, as_json: bool) -> int:
     """Check the requests, upload local inputs, and create one flow run each on the server."""
-    from prefect.settings import PREFECT_API_URL
-
     from accelflow.flows.batch import check_server, submit
     from accelflow.flows.inputs import prepare_for_submit
     from accelflow.flows.request import check_request
+    from prefect.settings import PREFECT_API_URL
 
     check_server(requests)
     requests = [prepare_for_submit(check_request(r, local=False), PREFECT_API_URL.value()) for r in requests]
@@ -26,11 +25,10 @@ def submit_requests(requests, batch_name: str, as_json: bool) -> int:
 
 def run_inline(requests, batch_name: str, as_json: bool) -> int:
     """Run in this process on Prefect's embedded default (or PREFECT_API_URL if set)."""
-    from prefect import tags
-
     from accelflow.flows.batch import optimize_batch
     from accelflow.flows.embedded import ensure_started
     from accelflow.flows.optimize import optimize, preflight
+    from prefect import tags
 
     requests = [preflight(r)[0] for r in requests]  # every task checked before any starts
     ensure_started()
@@ -50,7 +48,6 @@ def run_inline(requests, batch_name: str, as_json: bool) -> int:
 def _print_summary(result: dict) -> None:
     from accelflow.reports.render import console_summary
     from accelflow.reports.results import TaskReport
-
     from accelflow.tasks.publish import read_report
 
     if not result.get("result_uri"):

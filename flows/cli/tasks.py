@@ -123,8 +123,8 @@ def cmd_tag(args) -> int:
 
 
 def cmd_retry(args) -> int:
-    from accelflow.flows.cli.submit import run_inline, submit_requests
     from accelflow.flows.cli.options import request_fields
+    from accelflow.flows.cli.submit import run_inline, submit_requests
 
     request, was_deployed = task_actions.retry_request(args.task, request_fields(args, editing=True))
     if args.submit or was_deployed:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 
+
 def deployments():
+    from accelflow.flows.optimize import optimize
     from prefect.deployments.runner import EntrypointType
 
     from accelflow import engines
-    from accelflow.flows.optimize import optimize
 
     return [
         optimize.to_deployment(name=device, entrypoint_type=EntrypointType.MODULE_PATH,
@@ -21,8 +22,8 @@ def deployments():
 
 def _detect_lost_runs() -> None:
     """The zombie-flow automation on this server (see flows/fleet.py)."""
-    from accelflow.flows.service.fleet import ensure_zombie_automation
     from accelflow.flows.runs import client
+    from accelflow.flows.service.fleet import ensure_zombie_automation
 
     with client() as c:
         ensure_zombie_automation(c)

@@ -18,7 +18,6 @@ from typing import Any
 from accelflow.core.errors import AccelflowError
 from accelflow.flows.runs import BATCH_FLOW, RESULT_ARTIFACT, TASK_FLOW, client  # noqa: F401  (re-exported)
 
-
 USER_STATES = {
     "SCHEDULED": "starting", "PENDING": "starting", "PAUSED": "starting",
     "RUNNING": "accelerating",

@@ -7,17 +7,16 @@ import os
 
 import numpy as np
 import pytest
-
-from accelflow import engines
-from accelflow.core.errors import SpecError
-from accelflow.core.levels import level_named
+from accelflow.core import tensor_info
+from accelflow.core.errors import DeviceError, EngineError, SpecError
+from accelflow.core.levels import FP16, LOSSLESS, level_named
+from accelflow.core.runner import run_arrays
 from accelflow.engines import onnxruntime_engine, openvino_engine
 from accelflow.engines.loading import load
 from accelflow.engines.result import write_manifest
 from accelflow.formats import onnx_model
-from accelflow.core import tensor_info
-from accelflow.core.errors import DeviceError, EngineError
-from accelflow.core.runner import run_arrays
+
+from accelflow import engines
 from tests import modelzoo
 
 SPEC = tensor_info.parse(["image:float(1*3*16*16,4*3*16*16)"])
@@ -56,8 +55,8 @@ def test_openvino_ir_keeps_f32_weights(onnx_cnn, tmp_path):
 
 def test_openvino_reduced_precision_follows_cpu_capabilities():
     reduced = openvino_engine.reduced_precisions()
-    assert openvino_engine.precisions("lossless", "cpu") == ["f32"]
-    assert openvino_engine.precisions("fp16", "cpu") == ["f32"] + reduced
+    assert openvino_engine.precisions(LOSSLESS, "cpu") == ["f32"]
+    assert openvino_engine.precisions(FP16, "cpu") == ["f32"] + reduced
     assert set(reduced) <= {"bf16", "f16"}
 
 

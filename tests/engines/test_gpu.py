@@ -11,15 +11,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import yaml
-from onnx import TensorProto, helper, numpy_helper
-
-from accelflow import engines
-from accelflow.engines import fp16_graph, gpu, onnxruntime_cuda_engine, profiles, tensorrt_engine
-from accelflow.formats import onnx_model
 from accelflow.core import tensor_info
 from accelflow.core.errors import DeviceError, SpecError
 from accelflow.core.modelio import ModelIO
 from accelflow.core.runner import run_arrays
+from accelflow.engines import fp16_graph, gpu, onnxruntime_cuda_engine, profiles, tensorrt_engine
+from accelflow.formats import onnx_model
+from onnx import TensorProto, helper, numpy_helper
+
+from accelflow import engines
 from tests import modelzoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -113,7 +113,6 @@ def test_every_machine_type_has_its_own_work_pool():
 
 def test_a_task_is_submitted_to_its_machine_types_deployment(monkeypatch):
     import prefect.deployments
-
     from accelflow.flows import batch
     from accelflow.flows.request import OptimizeRequest
 
@@ -325,7 +324,7 @@ def test_same_gpu_and_version_pass_the_check(monkeypatch):
 
 def test_result_manifest_written_by_the_flow_carries_the_gpu(tmp_path, monkeypatch):
     from accelflow.engines.loading import load
-from accelflow.engines.result import write_manifest
+    from accelflow.engines.result import write_manifest
     from accelflow.tasks.manifest import gpu_fields
 
     cnn = modelzoo.tiny_cnn_onnx(str(tmp_path))
@@ -411,16 +410,15 @@ def test_torchscript_baseline_on_cuda(tmp_path):
 def test_accuracy_reference_is_float32_on_the_cpu_when_candidates_run_on_a_gpu(tmp_path):
     """A GPU baseline computes float32 in TF32 by default: on an H200 that alone failed a
     float32 engine at the lossless gate. The reference is the original on the CPU."""
-    from accelflow.tasks import runners
+    from accelflow.tasks.context import ModelContext
+    from accelflow.tasks.runners import RunnerPool
 
     path = modelzoo.tiny_cnn_torchscript(str(tmp_path))
     io = ModelIO(["input_0"], ["output_0"], {"kind": "tensor"}).to_dict()
-    lines = ["input_0:float(2*3*16*16)"]
-    try:
-        assert runners.reference(path, "torchscript", "", io, lines, 1) is runners.baseline(path, "torchscript", "", io, lines, 1)
-        runners.use_device("cuda")  # as once a GPU candidate is loaded
-        reference = runners.reference(path, "torchscript", "", io, lines, 1)
+    ctx = ModelContext(path, "torchscript", tensor_info.parse(["input_0:float(2*3*16*16)"]), str(tmp_path), 1, io=io)
+    with RunnerPool("cpu") as pool:
+        assert pool.reference(ctx) is pool.baseline(ctx)
+    with RunnerPool("cuda") as pool:  # a GPU machine type: the baseline is timed on the GPU
+        reference = pool.reference(ctx)
         assert reference.device == "cpu" and "on " not in reference.label
-        assert reference is runners.baseline(path, "torchscript", "", io, lines, 1, device="cpu")
-    finally:
-        runners.release()
+        assert reference is pool.baseline(ctx, device="cpu") and pool.baseline(ctx) is not reference

@@ -9,8 +9,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from accelflow.flows.cli.main import EXIT_USER_ERROR, main
+
 from tests import modelzoo
 
 FAST = ["--draws", "1", "--bench-seconds", "0.2"]

@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-
 from accelflow.flows.cli.main import EXIT_USER_ERROR, main
+
 from tests import modelzoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -9,11 +9,11 @@ import time
 import uuid
 
 import pytest
-
 from accelflow.core.errors import RepositoryError
 from accelflow.storage.repository import ModelRepository
 from accelflow.tasks.publish import read_manifest
 from accelflow.tasks.save import optimized_model_name, save_task
+
 from tests import modelzoo
 from tests.conftest import running_moto, set_s3_env
 

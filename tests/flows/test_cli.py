@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from accelflow.flows.cli.main import EXIT_USER_ERROR, main
+
 from tests import modelzoo
 
 CNN_INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]

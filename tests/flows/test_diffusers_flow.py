@@ -16,11 +16,12 @@ import pytest
 
 pytest.importorskip("diffusers", reason="Stable Diffusion pipelines need the diffusers extra: pip install -e .[diffusers]")
 
-import accelflow  # noqa: E402
+from accelflow.core.levels import FP16, LOSSLESS  # noqa: E402
 from accelflow.flows.optimize import optimize  # noqa: E402
 from accelflow.flows.request import OptimizeRequest  # noqa: E402
-from accelflow.core.levels import FP16, LOSSLESS  # noqa: E402
 from accelflow.tasks.pipeline_e2e import psnr  # noqa: E402
+
+import accelflow  # noqa: E402
 
 NETWORKS = ["text_encoder", "unet", "vae_decoder"]
 FAST = {"draws": 1, "bench_seconds": 0.2}
@@ -52,9 +53,8 @@ def _image(pipe, prompt="a red apple on a table", steps=4, size=32, seed=7, **kw
 
 
 def test_the_result_loads_as_a_pipeline_that_makes_the_original_image(tiny_sd, fp16_result):
-    from diffusers import StableDiffusionPipeline
-
     from accelflow.formats.diffusers_pipeline import load
+    from diffusers import StableDiffusionPipeline
 
     _, result, _ = fp16_result
     pipe = accelflow.load(result["result_folder"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-
+from accelflow.core.errors import DeviceError, SpecError
 from accelflow.flows.inputs import prepare_for_submit, server_is_local
 from accelflow.flows.request import OptimizeRequest
-from accelflow.core.errors import DeviceError, SpecError
 from accelflow.storage.store import Store
+
 from tests import modelzoo
 
 REMOTE_SERVER = "http://prefect.internal:4200/api"
@@ -78,8 +78,9 @@ def test_symbolic_links_are_never_uploaded(s3_repo_uri, cnn, tmp_path):
 
 
 def test_a_cpu_class_is_a_machine_type_with_its_own_deployment():
-    from accelflow import engines
     from accelflow.flows.batch import deployment_name
+
+    from accelflow import engines
 
     assert engines.check_device("CPU-Zen4") == "cpu-zen4"
     assert deployment_name("cpu-zen4") == "optimize/cpu-zen4"

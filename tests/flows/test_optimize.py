@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 import torch
-
-import accelflow
+from accelflow.core.errors import AccuracyError
 from accelflow.flows.optimize import optimize
 from accelflow.flows.request import OptimizeRequest
-from accelflow.core.errors import AccuracyError
+
+import accelflow
 from tests import modelzoo
 
 FAST = {"draws": 1, "bench_seconds": 0.2}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
+from accelflow.core.errors import ModelMismatchError
 from accelflow.flows.optimize import optimize
 from accelflow.flows.request import OptimizeRequest
-from accelflow.core.errors import ModelMismatchError
+
 from tests import modelzoo
 
 FAST = {"draws": 2, "bench_seconds": 0.3, "qat": True}

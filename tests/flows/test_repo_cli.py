@@ -6,10 +6,10 @@ import argparse
 import json
 
 import pytest
+from accelflow.core.errors import RepositoryError, UnsupportedFormatError
+from accelflow.flows.cli.repo import register
 
 from accelflow import formats
-from accelflow.flows.cli.repo import register
-from accelflow.core.errors import RepositoryError, UnsupportedFormatError
 
 
 def _parser() -> argparse.ArgumentParser:

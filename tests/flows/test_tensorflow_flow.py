@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -11,10 +10,11 @@ import pytest
 pytest.importorskip("tensorflow", reason="TensorFlow formats need the tf extra: pip install -e '.[tf]'")
 pytest.importorskip("tf2onnx", reason="TensorFlow formats need the tf extra: pip install -e '.[tf]'")
 
-import accelflow  # noqa: E402
+from accelflow.core.errors import ModelMismatchError  # noqa: E402
 from accelflow.flows.optimize import optimize  # noqa: E402
 from accelflow.flows.request import OptimizeRequest  # noqa: E402
-from accelflow.core.errors import ModelMismatchError  # noqa: E402
+
+import accelflow  # noqa: E402
 from tests import tf_models  # noqa: E402
 
 FAST = {"draws": 1, "bench_seconds": 0.2}

@@ -6,10 +6,10 @@ import os
 import shutil
 
 import pytest
+from accelflow.core.errors import UnsupportedFormatError
+from accelflow.formats import onnx_model, pytorch_checkpoint, torchscript
 
 from accelflow import formats
-from accelflow.formats import onnx_model, pytorch_checkpoint, torchscript
-from accelflow.core.errors import UnsupportedFormatError
 from tests import modelzoo
 
 

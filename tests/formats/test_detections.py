@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from accelflow.formats import detections
 
 STRUCTURE = detections.output_structure(1, masks=False)
@@ -100,8 +99,8 @@ def test_accuracy_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
     """Detection thresholds on a tensor model, tensor tolerances on a detector: exit 2 before
     any work, naming the options that do apply (the config is recognised by its text alone)."""
     import torch
-
     from accelflow.flows.cli.main import EXIT_USER_ERROR, main
+
     from tests import modelzoo
 
     cnn = modelzoo.tiny_cnn_torchscript(str(tmp_path))

@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 import pytest
-
-from accelflow.formats import detect_format, detectron2_model, detections
 from accelflow.core import tensor_info
+from accelflow.formats import detect_format, detections, detectron2_model
+
 from tests.detector_checks import features_plus_heads_match
 
 
@@ -94,8 +94,9 @@ def _loads_as_the_detector(folder, config, spec):
     original (`[{"image": image}]`), returns per-image detection dicts."""
     import shutil
 
-    import accelflow
     from accelflow.core.runner import run_arrays
+
+    import accelflow
 
     moved = shutil.move(folder, folder + "-moved")  # nothing may point back into the task's files
     model = accelflow.load(moved)

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from accelflow.core.errors import MissingDependencyError, SpecError, UnsupportedFormatError
+from accelflow.formats import diffusers_pipeline as dp
 
 from accelflow import formats
-from accelflow.formats import diffusers_pipeline as dp
-from accelflow.core.errors import MissingDependencyError, SpecError, UnsupportedFormatError
 
 pytest.importorskip("diffusers", reason="Stable Diffusion pipelines need the diffusers extra: pip install -e .[diffusers]")
 

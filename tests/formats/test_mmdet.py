@@ -8,10 +8,10 @@ import os
 
 import numpy as np
 import pytest
-
-from accelflow.formats import detect_format, detections, find_model_file, mmdet_model
 from accelflow.core import tensor_info
 from accelflow.core.errors import UnsupportedFormatError
+from accelflow.formats import detect_format, detections, find_model_file, mmdet_model
+
 from tests.detector_checks import features_plus_heads_match
 
 

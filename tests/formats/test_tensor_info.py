@@ -7,9 +7,6 @@ import re
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from accelflow.core.errors import SpecError
 from accelflow.core.tensor_info import (
     DTYPE_ALIASES,
@@ -22,6 +19,8 @@ from accelflow.core.tensor_info import (
     numpy_dtype,
     parse,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 SPEC_1 = ["input_0:float(1*3*1024*1024)"]
 SPEC_2 = ["input_0:int32(1*4,1*384)", "input_1:int32(1*4,1*384)", "input_2:int32(1*4,1*384)"]

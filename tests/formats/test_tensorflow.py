@@ -12,15 +12,23 @@ import pytest
 pytest.importorskip("tensorflow", reason="TensorFlow formats need the tf extra: pip install -e '.[tf]'")
 pytest.importorskip("tf2onnx", reason="TensorFlow formats need the tf extra: pip install -e '.[tf]'")
 
-from accelflow import formats  # noqa: E402
 from accelflow.core import tensor_info
-from accelflow.formats import tf_frozen_graph, tf_savedmodel  # noqa: E402
 from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError  # noqa: E402
 from accelflow.core.modelio import ModelIO  # noqa: E402
-from accelflow.formats.onnx_model import OrtRunner  # noqa: E402
 from accelflow.core.runner import run_arrays  # noqa: E402
+from accelflow.formats import tf_frozen_graph, tf_savedmodel  # noqa: E402
+from accelflow.formats.onnx_model import OrtRunner  # noqa: E402
+from accelflow.tasks.context import ModelContext
 from accelflow.tasks.convert import convert_to_onnx  # noqa: E402
+
+from accelflow import formats  # noqa: E402
 from tests import tf_models  # noqa: E402
+
+
+def convert(model_file: str, format_name: str, lines: list[str], work_dir: str, **options):
+    """The conversion step on a context made from these arguments, as the flow makes it."""
+    ctx = ModelContext(model_file, format_name, tensor_info.parse(lines), work_dir, threads=1)
+    return convert_to_onnx(ctx, **options)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +141,7 @@ def test_every_signature_input_needs_a_line(models):
 
 
 def _check_conversion(model, fmt_name, lines, tmp_path, options=None, int_high=50):
-    converted = convert_to_onnx(model, fmt_name, lines, str(tmp_path), options=options)
+    converted = convert(model, fmt_name, lines, str(tmp_path), options=options)
     spec = _spec(*lines)
     io = ModelIO.from_dict(converted.io)
     fmt = formats.format_named(fmt_name)
@@ -169,7 +177,7 @@ def test_signature_option_is_refused_for_other_formats(tmp_path):
 
     path = modelzoo.tiny_cnn_torchscript(str(tmp_path))
     with pytest.raises(ModelMismatchError, match="--signature applies to TensorFlow SavedModels only"):
-        convert_to_onnx(path, "torchscript", ["input_0:float(1*3*16*16)"], str(tmp_path), options={"signature": "x"})
+        convert(path, "torchscript", ["input_0:float(1*3*16*16)"], str(tmp_path), options={"signature": "x"})
 
 
 # ---------------------------------------------------------------- frozen graph
@@ -192,7 +200,7 @@ def test_frozen_graph_named_outputs_and_positional_inputs(models, tmp_path):
 
 def test_unknown_output_lists_the_candidates(models, tmp_path):
     with pytest.raises(ModelMismatchError, match="--outputs logits: no such node.*candidates.*Identity"):
-        convert_to_onnx(models["frozen"], "frozen-graph", ["x:float(1*8)", "y:float(1*3)"], str(tmp_path),
+        convert(models["frozen"], "frozen-graph", ["x:float(1*8)", "y:float(1*3)"], str(tmp_path),
                         options={"outputs": ["logits"]})
 
 

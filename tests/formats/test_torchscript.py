@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from accelflow.core import tensor_info
-from accelflow.formats import torchscript
 from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError
 from accelflow.core.runner import run_arrays
+from accelflow.formats import torchscript
+
 from tests import modelzoo
 
 

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from accelflow.reports.render import (
     console_summary,
     fmt_ms,

@@ -3,7 +3,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from accelflow.reports.stats import (
     SUMMARY_COLUMNS,
     _bootstrap_medians,
@@ -13,6 +12,7 @@ from accelflow.reports.stats import (
     speedup,
     summary_frame,
 )
+
 from tests.reports.test_render import make_report
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from accelflow.formats import onnx_model
 from accelflow.core import tensor_info
+from accelflow.formats import onnx_model
 from accelflow.tasks.benchmark import TimingPlan, benchmark_point, time_runners
+
 from tests import modelzoo
 
 SPEC = tensor_info.parse(["image:float(1*3*16*16)"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from accelflow.core.errors import OutputPathError
 from accelflow.tasks import package
 

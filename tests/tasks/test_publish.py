@@ -9,9 +9,8 @@ import time
 import uuid
 
 import pytest
-
-from accelflow.tasks import package, publish
 from accelflow.storage.store import Store
+from accelflow.tasks import package, publish
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -6,7 +6,6 @@ import os
 import re
 
 import pytest
-
 from accelflow.core.errors import AccelflowError, RepositoryError
 from accelflow.storage.repository import ModelEntry, ModelRepository, VersionEntry, parse_model_ref
 

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from accelflow.core.errors import RepositoryError
 from accelflow.storage.repository import ModelRepository
 from accelflow.storage.store import Store
@@ -359,8 +358,8 @@ def test_store_freezing_at_the_claim_still_ends_in_one_whole_version(own_server,
     import uuid
 
     import boto3
-
     from accelflow.storage.retry import with_retries
+
     from tests.conftest import set_s3_env
 
     set_s3_env(monkeypatch, own_server.endpoint_url)

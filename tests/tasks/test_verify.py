@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from accelflow.core import tensor_info
-from accelflow.core.errors import SpecError
 from accelflow.core.accuracy import compare, random_draws, sample_draws, tolerances
+from accelflow.core.errors import SpecError
 
 RNG = np.random.default_rng(0)
 REF = RNG.standard_normal((4, 64)).astype(np.float32) * 3.0
