@@ -66,9 +66,23 @@ def last_line(exc: BaseException, limit: int = 400) -> str:
     return lines[-1][:limit] if lines else type(exc).__name__
 
 
-def missing_dependency(module: str, extra: str | None = None) -> MissingDependencyError:
-    """The error for an import that failed, naming the extra (or core install) that brings it."""
-    target = f'".[{extra}]"' if extra else "."
-    return MissingDependencyError(
-        f"{module} is not installed; install it with: pip install -e {target}"
-    )
+# The optional parts `bash scripts/install.sh EXTRA` adds, in the user's words, and what it costs.
+OPTIONAL_SUPPORT = {
+    "tf": ("TensorFlow", "about 2 min"),
+    "diffusers": ("Stable Diffusion (diffusers)", "about 1 min"),
+    "mmdet": ("MMDetection", "about 15 min, once: mmcv is built from source"),
+    "detectron2": ("Detectron2", "about 20 min, once: it is built from source in an environment of its own"),
+    "tensorrt": ("TensorRT", "on a GPU machine"),
+    "gpu": ("GPU engine", "on a GPU machine"),
+}
+
+
+def missing_dependency(module: str, extra: str | None = None, why: str = "") -> MissingDependencyError:
+    """The error for an import that failed, naming the command that installs it."""
+    why = f" ({why})" if why else ""
+    if extra is None:
+        return MissingDependencyError(f"{module} is not installed{why}; the core install brings it: "
+                                      "run `bash scripts/install.sh`.")
+    name, cost = OPTIONAL_SUPPORT[extra]
+    return MissingDependencyError(f"{name} support is not installed ({module} is missing{why}): "
+                                  f"run `bash scripts/install.sh {extra}` ({cost}).")

@@ -70,8 +70,7 @@ def check_device(device: str) -> str:
         if not any(_builds_for(e, normal) for e in ENGINES):
             raise DeviceError(
                 f"device {device!r} is a GPU machine type, but no GPU engine is available here: "
-                f"install TensorRT (pip install -e \".[tensorrt]\") or ONNX Runtime with CUDA "
-                f"(pip install -e \".[gpu]\"), or use --device cpu."
+                "install TensorRT and ONNX Runtime with CUDA (`bash scripts/install.sh gpu`), or use --device cpu."
             )
     return normal
 

@@ -24,7 +24,7 @@ import os
 import re
 
 import numpy as np
-from accelflow.core.errors import MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
+from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
 from accelflow.core.modelio import ModelIO, flat_structure
 from accelflow.formats import detections
 from accelflow.formats.detections import quiet as _quiet
@@ -51,10 +51,7 @@ def import_detectron2():
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"Detectron2 models need detectron2, which is not on PyPI ({first_line(exc)}): build it from "
-            "its source beside a torch/torchvision pair that import together (see docs/detectors.md)."
-        ) from exc
+        raise missing_dependency("detectron2", "detectron2", first_line(exc)) from exc
     return get_cfg, build_model
 
 

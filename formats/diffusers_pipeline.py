@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from accelflow.core import tensor_info
-from accelflow.core.errors import MissingDependencyError, SpecError, UnsupportedFormatError, first_line
+from accelflow.core.errors import SpecError, UnsupportedFormatError, first_line, missing_dependency
 
 NAME = "diffusers"
 EXTRA = "diffusers"
@@ -61,10 +61,7 @@ def import_diffusers():
         import diffusers
         import transformers  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"{exc.name or 'diffusers'} is not installed; Stable Diffusion pipelines need it: "
-            f'pip install -e ".[{EXTRA}]"'
-        ) from exc
+        raise missing_dependency(exc.name or "diffusers", EXTRA) from exc
     return diffusers
 
 

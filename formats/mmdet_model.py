@@ -26,7 +26,7 @@ import os
 import re
 
 import numpy as np
-from accelflow.core.errors import MissingDependencyError, ModelMismatchError, UnsupportedFormatError, first_line
+from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
 from accelflow.core.modelio import ModelIO, flat_structure
 from accelflow.formats import detections
 from accelflow.formats.detections import quiet as _quiet
@@ -50,10 +50,7 @@ def import_mmdet():
         import mmdet  # noqa: F401  (imports mmcv.ops: needs mmcv built with its ops)
         from mmdet.utils import register_all_modules
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"MMDetection models need mmdet, mmengine and mmcv with its compiled ops ({first_line(exc)}): "
-            'pip install -e ".[mmdet]" after building mmcv (see README, "MMDetection").'
-        ) from exc
+        raise missing_dependency("mmdet, mmengine or mmcv with its compiled ops", "mmdet", first_line(exc)) from exc
     register_all_modules(init_default_scope=True)
 
 

@@ -1,7 +1,7 @@
 """What the two TensorFlow formats (SavedModel, frozen graph) share.
 
 TensorFlow and tf2onnx come with the `tf` extra and are imported only inside functions, so
-`import formats` works without them. tf2onnx 1.17 is the first release that runs with the
+`import accelflow.formats` works without them. tf2onnx 1.17 is the first release that runs with the
 protobuf 7 that onnx 1.23 needs; its `from_graph_def` is the one public entry point both
 formats use (a SavedModel is frozen to a GraphDef first, as tf2onnx's own CLI does).
 """

@@ -99,7 +99,7 @@ def test_partial_of_a_killed_process_is_removed_at_once_a_live_ones_kept(tmp_pat
     import subprocess
     import sys
 
-    code = ("import sys, time; from tasks import package; print(package.start_staging(sys.argv[1]).path, flush=True); "
+    code = ("import sys, time; from accelflow.tasks import package; print(package.start_staging(sys.argv[1]).path, flush=True); "
             "time.sleep(60)")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     killed = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=root)

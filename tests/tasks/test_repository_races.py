@@ -60,12 +60,12 @@ def _fetched(repo: ModelRepository, name: str, version: str, tmp_path) -> dict[s
 # their uploads together instead of a process start-up (about a second) apart.
 _CHILD = """
 import os, sys, time
-import flows.cli, tasks.repository, s3fs
+import accelflow.flows.cli.main, accelflow.storage.repository, s3fs
 ready, go = sys.argv[1:3]
 open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.002)
-sys.exit(flows.cli.main(sys.argv[3:]))
+sys.exit(accelflow.flows.cli.main.main(sys.argv[3:]))
 """
 
 
