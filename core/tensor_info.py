@@ -1,4 +1,4 @@
-"""Tensor information: the text that describes a model's inputs (SPEC section 3).
+"""Tensor information: the text that describes a model's inputs (docs/tensor-info.md).
 
 One line per leaf tensor, ``element:dtype(shape)``; docs/tensor-info.md is the user's guide.
 `parse` turns the text into a `TensorInfo`, or raises one `SpecError` that lists every

@@ -20,7 +20,7 @@ ENGINES: tuple[ModuleType, ...] = (
 )
 
 CPU_DEVICES = ("cpu",)
-# Deployment machine types of the product (SPEC 2.10) and common NVIDIA serving GPUs;
+# Deployment machine types (the product's GPU types) and common NVIDIA serving GPUs;
 # engines/gpu.py maps GPU names to them.
 GPU_DEVICES = gpu.GPU_DEVICES
 

@@ -33,7 +33,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-# Deployment machine types with an NVIDIA GPU (SPEC 2.10's T4, V100, A10, A100 and the special
+# Deployment machine types with an NVIDIA GPU (the product's T4, V100, A10, A100 and the special
 # type pnv5b, plus common serving GPUs). Each has a work pool `accelflow-<type>` (prefect.yaml).
 GPU_DEVICES = ("t4", "v100", "a10", "a10g", "a100", "h100", "h200", "l4", "l40s", "pnv5b")
 MACHINE_TYPES: tuple[tuple[str, str], ...] = (

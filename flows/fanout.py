@@ -1,4 +1,4 @@
-"""Fan-out (SPEC 2.1): one task per (model, version) of a request, named by the product's rule.
+"""Fan-out: one task per (model, version) of a request, named by the product's rule.
 
 `accelflow optimize NAME@V1,V2 OTHER@V3` is three tasks, `<name>-NAME-V1#1`, `<name>-NAME-V2#2`,
 `<name>-OTHER-V3#3`; a request for one model version keeps the plain name.

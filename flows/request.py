@@ -1,4 +1,4 @@
-"""An optimization request: the fields of a new task (SPEC section 2), checked before any work."""
+"""An optimization request: the fields of a new task, checked before any work."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class OptimizeRequest(BaseModel):
     bench_seconds: float = Field(5.0, gt=0, description="benchmark time per shape point")
     time_limit: float | None = Field(None, gt=0, description="seconds the task may run before it is stopped")
     memory_limit_gb: float | None = Field(None, gt=0, description="GiB of address space the task process may use")
-    resource_group: str | None = Field(None, description="work queue of the machine type's pool (SPEC 2.10)")
+    resource_group: str | None = Field(None, description="work queue of the machine type's pool")
     retry_of: str | None = Field(None, description="id of the task this one re-accelerates")
     submitted_at: float = Field(default_factory=time.time)
 

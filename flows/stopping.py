@@ -1,4 +1,4 @@
-"""Stopping a running task (SPEC 1: stop) for inline runs and runner-executed runs alike.
+"""Stopping a running task (`accelflow tasks stop`) for inline runs and runner-executed runs alike.
 
 `accelflow tasks stop` puts the flow run in Cancelling. A runner kills its subprocess on its
 own; an inline run (a flow called in the user's process) is not killed by anybody, so each

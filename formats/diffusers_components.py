@@ -2,7 +2,7 @@
 
 Each wrapper takes the flat tensors of its ComponentSpec and returns a tuple of tensors, so
 the component exports to ONNX (legacy exporter, as TorchScript models do) and runs as a
-baseline under the same Runner convention as any model (formats/runner.py).
+baseline under the same Runner convention as any model (core/runner.py).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class PipelineReport:
 
 @dataclass
 class TaskReport:
-    """Everything report.json holds; see DESIGN.md 'Contracts'."""
+    """Everything report.json holds; its fields are a contract others read (README, 'Report')."""
 
     task_name: str
     model: str

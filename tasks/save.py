@@ -1,4 +1,4 @@
-"""Save an accelerated task to the model repository (SPEC 4).
+"""Save an accelerated task to the model repository (`accelflow tasks save`).
 
 Every file of the original model version's home directory is copied into
 `<output>/m-<model id>/mv-<version id>/`, the optimized model into its `model/` subfolder

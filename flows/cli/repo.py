@@ -1,6 +1,6 @@
 """The ``accelflow repo`` verbs: add, list and show models of the model repository.
 
-``flows/cli.py`` calls :func:`register` with its subparsers; each verb sets ``args.func``,
+``flows/cli/main.py`` calls :func:`register` with its subparsers; each verb sets ``args.func``,
 which returns the exit code. Errors are AccelflowError subclasses, printed by the main CLI.
 """
 

@@ -21,7 +21,7 @@ def deployments():
 
 
 def _detect_lost_runs() -> None:
-    """The zombie-flow automation on this server (see flows/fleet.py)."""
+    """The zombie-flow automation on this server (see flows/service/fleet.py)."""
     from accelflow.flows.runs import client
     from accelflow.flows.service.fleet import ensure_zombie_automation
 

@@ -1,4 +1,4 @@
-"""What a user does to a task (SPEC 1): details, stop, save, re-accelerate, delete, tag."""
+"""What a user does to a task: details, stop, save, re-accelerate, delete, tag."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The task list (SPEC 1): optimization flow runs on the Prefect server, in the user's words.
+"""The task list: optimization flow runs on the Prefect server, in the user's words.
 
 A task is a flow run of the `optimize` flow; a request for several model versions also has a
 parent run of `optimize-batch`. Everything here talks to the server named by PREFECT_API_URL
@@ -50,7 +50,7 @@ class TaskRow:
 
 
 def state_word(state) -> str:
-    """A Prefect state in the user's words (SPEC 1 table)."""
+    """A Prefect state in the user's words (README, 'Tasks on a server')."""
     return USER_STATES.get(state.type.value, "starting") if state else "starting"
 
 
