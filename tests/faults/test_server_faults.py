@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests import modelzoo
-from tests.flows.test_server import service  # noqa: F401 - this module's own `accelflow server`
+from tests.flows.service.test_server import service  # noqa: F401 - this module's own `accelflow server`
 
 FAST = ["--draws", "1", "--bench-seconds", "0.3"]
 CNN_INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]

@@ -12,6 +12,8 @@ from accelflow.flows.cli.main import EXIT_USER_ERROR, main
 
 from tests import modelzoo
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 CNN_INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]
 FAST = ["--draws", "1", "--bench-seconds", "0.2"]
 
@@ -36,7 +38,7 @@ def _cli(args, env_extra=None):
 
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value() or "", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "accelflow", *args], capture_output=True, text=True,
-                          env=env, timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+                          env=env, timeout=600, cwd=ROOT)
 
 
 def test_optimize_json_prints_paths_and_figures(prefect_server, cnn, tmp_path):

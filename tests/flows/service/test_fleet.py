@@ -28,7 +28,7 @@ import pytest
 from tests import modelzoo
 from tests.conftest import S3_TEST_KEY, S3_TEST_SECRET
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]
 FAST = ["--draws", "1", "--bench-seconds", "0.3"]
 LOST_RUN_GUARD = 300.0  # against a hang; the measured time is printed (lost-run detection: ~90 s)

@@ -19,7 +19,7 @@ import pytest
 from tests import modelzoo
 from tests.conftest import S3_TEST_KEY, S3_TEST_SECRET
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]
 FAST = ["--draws", "1", "--bench-seconds", "0.3"]
 
@@ -116,7 +116,7 @@ def test_banner_names_the_ui_and_the_api_url(service):
 
 
 def test_the_server_detects_lost_runs(service):
-    """Prefect's zombie-flow automation is there (the runner creates it; tests/flows/test_fleet.py
+    """Prefect's zombie-flow automation is there (the runner creates it; tests/flows/service/test_fleet.py
     kills a worker and sees it fire)."""
     import httpx
 
