@@ -12,7 +12,7 @@ from accelflow.core.runner import thread_count
 from accelflow.flows.limits import limit_error, memory_limit
 from accelflow.flows.progress import Progress
 from accelflow.flows.request import OptimizeRequest, check_request
-from accelflow.flows.stages import build_all, overheads, publish_artifacts, publish_result
+from accelflow.flows.stages import Destination, build_all, overheads, publish_artifacts, publish_result
 from accelflow.flows.stopping import StopWatcher
 from accelflow.formats import diffusers_pipeline
 from accelflow.storage.store import is_remote
@@ -67,7 +67,7 @@ def optimize(request: OptimizeRequest):
     watcher = StopWatcher(flow_run.get_id(), time_limit=request.time_limit)
     with watcher, memory_limit(request.memory_limit_gb), RunnerPool(engines.compute_device(request.device)) as pool:
         try:
-            return _optimize_into(request, output, staging, str(flow_run.get_id()), pool)
+            return _optimize_into(request, Destination(output, staging, str(flow_run.get_id())), pool)
         except BaseException as exc:
             package.discard(staging, output if created_output else None)
             if watcher.requested:
@@ -78,10 +78,8 @@ def optimize(request: OptimizeRequest):
             raise
 
 
-def _optimize_into(request: OptimizeRequest, output: str, staging: package.Staging, run_id: str,
-                   pool: RunnerPool) -> dict:
-    progress = Progress()
-    work = os.path.join(staging.path, "work")
+def _optimize_into(request: OptimizeRequest, dest: Destination, pool: RunnerPool) -> dict:
+    progress, work = Progress(), dest.work_dir
     with progress.step("fetch model"):
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work)
         request = request.model_copy(update={"samples": fetch.local_file(request.samples, work)})
@@ -91,8 +89,7 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: package.Stagi
     if fetched.format == diffusers_pipeline.NAME:  # several networks: each optimized, then the whole
         from accelflow.flows.optimize_pipeline import optimize_pipeline_into
 
-        return optimize_pipeline_into(request, fetched, ctx, output, staging, progress, pool, run_id)
-    task_name = request.name
+        return optimize_pipeline_into(request, fetched, ctx, dest, progress, pool)
     with progress.step("convert to ONNX"):
         converted = steps.convert_to_onnx(ctx, request.qat, request.format_options())
         ctx = ctx.converted(converted)
@@ -111,25 +108,25 @@ def _optimize_into(request: OptimizeRequest, output: str, staging: package.Stagi
         candidates = candidates_of(built, accuracies, timed)
         best = select(candidates)
         timings = dict(progress.timings, **overheads(request, progress))
-        report = assemble(task_name, request, fetched, candidates, best, timings)
+        report = assemble(request.name, request, fetched, candidates, best, timings)
         if converted.cached:
             report.notes.append("the ONNX conversion came from the cache (same model bytes, tensor "
                                 "information and converter versions).")
         chosen = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
         report.notes.extend(engine_notes(chosen.engine_config))
     with progress.step("package"):
-        result = _package(request, fetched, task_name, chosen, converted, report, staging, output, run_id)
+        result = _package(request, fetched, chosen, converted, report, dest)
     publish_artifacts(report, result)
     return result
 
 
-def _package(request, fetched, task_name, chosen, converted, report, staging, output, run_id) -> dict:
+def _package(request, fetched, chosen, converted, report, dest: Destination) -> dict:
     from accelflow.reports.render import write_report
     from accelflow.tasks.manifest import manifest_for
 
-    manifest = manifest_for(task_name, request, fetched, chosen, converted, report)
-    package.package_result(staging, chosen.folder, manifest, report, write_report)
-    return publish_result(staging, output, request, fetched, report, run_id)
+    manifest = manifest_for(request.name, request, fetched, chosen, converted, report)
+    package.package_result(dest.staging, chosen.folder, manifest, report, write_report)
+    return publish_result(dest, request, fetched, report)
 
 
 __all__ = ["optimize", "preflight"]

@@ -8,12 +8,10 @@ the result folder cover both levels.
 
 from __future__ import annotations
 
-import os
-
 from accelflow.core.errors import AccuracyError, ModelMismatchError
 from accelflow.core.levels import level_named
 from accelflow.flows.progress import Progress
-from accelflow.flows.stages import build_all, overheads, publish_artifacts, publish_result
+from accelflow.flows.stages import Destination, build_all, overheads, publish_artifacts, publish_result
 from accelflow.reports.results import PipelineReport
 from accelflow.tasks import package, pipeline, pipeline_e2e, pipeline_report, steps
 from accelflow.tasks.benchmark import TimingPlan
@@ -22,8 +20,8 @@ from accelflow.tasks.report import candidates_of
 from accelflow.tasks.runners import RunnerPool
 
 
-def optimize_pipeline_into(request, fetched, ctx: ModelContext, output: str, staging, progress: Progress,
-                           pool: RunnerPool, run_id: str) -> dict:
+def optimize_pipeline_into(request, fetched, ctx: ModelContext, dest: Destination, progress: Progress,
+                           pool: RunnerPool) -> dict:
     """`ctx` is the pipeline's: its folder and the image's tensor information, parsed."""
     if request.qat:
         raise ModelMismatchError("--qat is for models trained with quantization-aware training; a Stable "
@@ -41,7 +39,7 @@ def optimize_pipeline_into(request, fetched, ctx: ModelContext, output: str, sta
     with progress.step("report"):
         report = run.report(fetched, points, notes)
     with progress.step("package"):
-        result = _package(run, fetched, report, staging, output, run_id)
+        result = _package(run, fetched, report, dest)
     publish_artifacts(report, result)
     return result
 
@@ -159,12 +157,12 @@ def _reselect(candidates: list, built: list, chosen: dict, name: str, pick) -> N
     chosen[name] = next(b for b in built if b.key == f"{pick.engine}-{pick.precision}")
 
 
-def _package(run: _PipelineRun, fetched, report, staging, output: str, run_id: str) -> dict:
+def _package(run: _PipelineRun, fetched, report, dest: Destination) -> dict:
     from accelflow.reports.render import write_report
 
     pipe = pipeline.original(run.pool, fetched.model_file)
-    folder, carried = pipeline_report.pipeline_folder(fetched.model_file, os.path.join(staging.path, "work"),
+    folder, carried = pipeline_report.pipeline_folder(fetched.model_file, dest.work_dir,
                                                       run.specs, run.chosen, run.converted, pipe)
     manifest = pipeline_report.manifest_for(run.request.name, run.request, fetched, report, carried)
-    package.package_result(staging, folder, manifest, report, write_report)
-    return publish_result(staging, output, run.request, fetched, report, run_id)
+    package.package_result(dest.staging, folder, manifest, report, write_report)
+    return publish_result(dest, run.request, fetched, report)

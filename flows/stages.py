@@ -3,7 +3,9 @@ the time outside the steps, and publishing the result with its artifacts on the 
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 
 from accelflow.engines.machine import process_started_at
 from accelflow.flows.progress import Progress, quietly
@@ -11,6 +13,7 @@ from accelflow.flows.request import OptimizeRequest
 from accelflow.flows.runs import RESULT_ARTIFACT, run_has_ended
 from accelflow.tasks import publish, steps
 from accelflow.tasks.context import ModelContext
+from accelflow.tasks.package import Staging
 from accelflow.tasks.runners import RunnerPool
 
 from accelflow import engines
@@ -39,9 +42,23 @@ def overheads(request: OptimizeRequest, progress: Progress) -> dict[str, float]:
     }
 
 
-def publish_result(staging, output: str, request, fetched, report, run_id: str) -> dict:
+@dataclass(frozen=True)
+class Destination:
+    """Where a task's result goes: staged privately, then published under `output` by this flow run."""
+
+    output: str  # a folder or a URI
+    staging: Staging
+    run_id: str
+
+    @property
+    def work_dir(self) -> str:
+        """The task's scratch folder, inside its staging folder (removed with it)."""
+        return os.path.join(self.staging.path, "work")
+
+
+def publish_result(dest: Destination, request, fetched, report) -> dict:
     """Publish the packaged result and return the row the task list keeps of it."""
-    uri = publish.publish(staging, output, request.name, run_id, claim_is_stale=_claimer_has_ended)
+    uri = publish.publish(dest.staging, dest.output, request.name, dest.run_id, claim_is_stale=_claimer_has_ended)
     return publish.result_row(uri, request, fetched, report)
 
 
