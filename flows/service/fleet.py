@@ -26,7 +26,8 @@ ZOMBIE_AUTOMATION = "accelflow: crash runs without heartbeats"
 POOL_PREFIX = "accelflow-"
 GIT_URL_ENV = "ACCELFLOW_GIT_URL"
 GIT_BRANCH_ENV = "ACCELFLOW_GIT_BRANCH"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout: prefect.yaml lives at its top, two folders above this one.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class FleetError(AccelflowError):
