@@ -101,6 +101,41 @@ def test_the_check_finds_a_cycle_and_an_upward_arrow():
     assert _layer("accelflow.flows.cli.main") > _layer("accelflow.flows.optimize") > _layer("accelflow.core.errors")
 
 
+# tests/ mirrors the code: every module of these folders has tests/<folder>/test_<module>.py.
+MIRRORED = ("core", "storage", "tasks")
+# Modules without a test module of their own, each for a reason (folder/module.py).
+NO_TEST_MODULE = (
+    # Only the Prefect @task wrappers of the step functions: each step is tested in its own
+    # module (tests/tasks/test_<step>.py), the wrappers by every flow test in tests/flows/.
+    "tasks/steps.py",
+)
+
+
+def test_every_module_has_its_test_module():
+    missing = [f"{folder}/{path.name}: no tests/{folder}/test_{path.name}"
+               for folder in MIRRORED for path in sorted((ROOT / folder).glob("*.py"))
+               if path.stem != "__init__" and f"{folder}/{path.name}" not in NO_TEST_MODULE
+               and not (ROOT / "tests" / folder / f"test_{path.name}").is_file()]
+    assert not missing, "\n".join(missing)
+
+
+def test_every_exemption_still_needs_one():
+    stale = [f"{rel}: no such module" for rel in NO_TEST_MODULE if not (ROOT / rel).is_file()]
+    stale += [f"{rel}: has tests/{rel.rsplit('/', 1)[0]}/test_{rel.rsplit('/', 1)[1]} now; drop the exemption"
+              for rel in NO_TEST_MODULE
+              if (ROOT / "tests" / rel.rsplit("/", 1)[0] / f"test_{rel.rsplit('/', 1)[1]}").is_file()]
+    assert not stale, "\n".join(stale)
+
+
+def test_every_test_folder_is_a_package():
+    """`from tests.flows.service.test_server import service` and the like need every folder
+    under tests/ to be a package (and pytest then names modules by their full path)."""
+    missing = [str(d.relative_to(ROOT)) for d in sorted((ROOT / "tests").rglob("*"))
+               if d.is_dir() and d.name != "__pycache__" and not d.name.startswith(".")
+               and any(d.glob("*.py")) and not (d / "__init__.py").is_file()]
+    assert not missing, "no __init__.py in: " + ", ".join(missing)
+
+
 def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:
     """Tarjan's algorithm, iterative over the recursion it would otherwise need."""
     index, low, on_stack, stack, out, counter = {}, {}, set(), [], [], [0]
