@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import boto3
 import pytest
 from accelflow.core.errors import SpecError, UnsupportedFormatError
 from accelflow.storage.repository import ModelRepository
@@ -79,6 +78,8 @@ def test_a_model_file_uri_is_fetched_into_the_work_folder_with_its_folder(s3_rep
 
 
 def test_samples_by_uri_are_copied_local_paths_kept(s3_repo_uri, tmp_path):
+    import boto3  # comes with moto; imported here so tests without S3 do not pay for it
+
     assert local_file(None, str(tmp_path)) is None
     assert local_file(str(tmp_path / "samples.npz"), str(tmp_path / "scratch")) == str(tmp_path / "samples.npz")
     bucket = s3_repo_uri.split("/")[2]
