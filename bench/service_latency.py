@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from tests import modelzoo
-from tests.flows.test_server import Service
+from tests.flows.service.test_server import Service
 
 INFO = ["-t", "input_0:float(1*3*16*16,2*3*16*16)"]
 FAST = ["--draws", "1", "--bench-seconds", "0.3"]

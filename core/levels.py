@@ -67,4 +67,5 @@ def level_named(name: str) -> Level:
 
 def gate_named(name: str) -> Level:
     """The accuracy gate: a level, or `qat`."""
-    return GATES[name] if name in GATES else level_named(name)
+    gate = GATES.get(str(name).lower())
+    return gate if gate is not None else level_named(name)

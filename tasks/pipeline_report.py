@@ -76,7 +76,7 @@ def _accuracy(components: list[ComponentReport], pipeline: PipelineReport) -> Ac
 
 def _component_notes(level: str, components: list[ComponentReport]) -> list[str]:
     return [f"{c.name}: {note}" for c in components
-            for note in model_report._notes(level, c.candidates, next(x for x in c.candidates if x.selected))]
+            for note in model_report.candidate_notes(level, c.candidates, next(x for x in c.candidates if x.selected))]
 
 
 # ---------------------------------------------------------------- result folder

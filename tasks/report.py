@@ -55,7 +55,7 @@ def assemble(task_name: str, request, fetched, candidates: list[Candidate], best
         baseline=baseline, optimized=optimized, accuracy=best.accuracy, candidates=candidates,
         tensor_info=list(request.tensor_info), build_seconds=sum(c.build_seconds for c in candidates),
         timings=timings, library_versions=library_versions(), machine=machine_info(),
-        settings=_settings(request, fetched), notes=_notes(request.level, candidates, best),
+        settings=_settings(request, fetched), notes=candidate_notes(request.level, candidates, best),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -67,7 +67,7 @@ def _settings(request, fetched) -> dict:
     return settings
 
 
-def _notes(level: str, candidates: list[Candidate], best: Candidate) -> list[str]:
+def candidate_notes(level: str, candidates: list[Candidate], best: Candidate) -> list[str]:
     notes = []
     reduced = [c for c in candidates if c.precision in ("bf16", "f16")]
     if level == "fp16" and not reduced:

@@ -89,6 +89,25 @@ def test_no_private_name_is_imported_from_another_module():
     assert not private, "\n".join(private)
 
 
+def _private_uses(path: Path) -> list[tuple[str, int]]:
+    """`module._name` where `module` is a project module imported under that local name."""
+    tree = ast.parse(path.read_text(), str(path))
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("accelflow"):
+            modules |= {a.asname or a.name for a in node.names if f"{node.module}.{a.name}" in MODULES}
+        elif isinstance(node, ast.Import):
+            modules |= {a.asname for a in node.names if a.asname and a.name in MODULES}
+    return [(f"{node.value.id}.{node.attr}", node.lineno) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+            and node.attr.startswith("_") and not node.attr.startswith("__")]
+
+
+def test_no_private_name_of_another_module_is_used():
+    private = [f"{_where(m, line)}: {name}" for m, path in MODULES.items() for name, line in _private_uses(path)]
+    assert not private, "\n".join(private)
+
+
 def test_no_import_cycle():
     edges = {m: sorted({t for t, _, _ in imports if t in MODULES and t != m}) for m, imports in GRAPH.items()}
     cycles = [c for c in _strongly_connected(edges) if len(c) > 1]
