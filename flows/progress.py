@@ -33,12 +33,15 @@ class Progress:
     @contextlib.contextmanager
     def step(self, name: str):
         index = next(i for i, (step, _) in enumerate(STEPS) if step == name)
-        self.say(f"[{index + 1}/{len(STEPS)}] {name} ...")
+        # For a live display (flows/cli/console.py); the plain log line is the message alone.
+        fields = {"step": name, "step_number": index + 1, "steps": len(STEPS), "percent": STEPS[index][1],
+                  "run_name": _run_name()}
+        self.say(f"[{index + 1}/{len(STEPS)}] {name} ...", dict(fields, step_done=False))
         start = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - start, 3)
         self.set(STEPS[index][1])
-        self.say(f"[{index + 1}/{len(STEPS)}] {name} done in {self.timings[name]:.1f}s")
+        self.say(f"[{index + 1}/{len(STEPS)}] {name} done in {self.timings[name]:.1f}s", dict(fields, step_done=True))
 
     def set(self, percent: float) -> None:
         from prefect.artifacts import update_progress_artifact
@@ -46,9 +49,16 @@ class Progress:
         if self.artifact:
             quietly(lambda: update_progress_artifact(self.artifact, float(percent)))
 
-    def say(self, message: str) -> None:
-        console.info(message)
+    def say(self, message: str, fields: dict | None = None) -> None:
+        console.info(message, extra=fields)
         _run_logger().info(message)
+
+
+def _run_name() -> str | None:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return context.flow_run.name if context and context.flow_run else None
 
 
 def _run_logger():

@@ -94,8 +94,11 @@ def cmd_list(args) -> int:
         which = f" with source {args.source!r}" if args.source else ""
         print(f"no models{which} in {repo.uri}; add one with: accelflow repo add NAME VERSION PATH --source S")
     else:
+        from accelflow.flows.cli import console  # rich: imported only when a table is printed
+
         rows = [[m.name, m.id, m.source, m.format, ", ".join(m.versions), m.created] for m in models]
-        _print_table(["NAME", "ID", "SOURCE", "FORMAT", "VERSIONS", "CREATED"], rows)
+        console.print_table(["NAME", "ID", "SOURCE", "FORMAT", "VERSIONS", "CREATED"], rows,
+                            wrap=("NAME", "VERSIONS"))
     return 0
 
 
@@ -135,12 +138,6 @@ def _print_fields(pairs: list[tuple[str, str]]) -> None:
     width = max(len(key) for key, _ in pairs) + 1
     for key, value in pairs:
         print(f"{key + ':':<{width}} {value}")
-
-
-def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    for row in [header, *rows]:
-        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip())
 
 
 def _print_json(value) -> None:

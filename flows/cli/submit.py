@@ -26,17 +26,19 @@ def submit_requests(requests, batch_name: str, as_json: bool) -> int:
 def run_inline(requests, batch_name: str, as_json: bool) -> int:
     """Run in this process on Prefect's embedded default (or PREFECT_API_URL if set)."""
     from accelflow.flows.batch import optimize_batch
+    from accelflow.flows.cli.console import live_steps
     from accelflow.flows.embedded import ensure_started
     from accelflow.flows.optimize import optimize, preflight
     from prefect import tags
 
     requests = [preflight(r)[0] for r in requests]  # every task checked before any starts
     ensure_started()
-    if len(requests) == 1:
-        with tags(*requests[0].tags):
-            results = [optimize.with_options(flow_run_name=requests[0].name)(request=requests[0])]
-    else:
-        results = optimize_batch.with_options(flow_run_name=batch_name)(requests=requests)
+    with live_steps():  # on a terminal, the steps as a live display; elsewhere the plain lines
+        if len(requests) == 1:
+            with tags(*requests[0].tags):
+                results = [optimize.with_options(flow_run_name=requests[0].name)(request=requests[0])]
+        else:
+            results = optimize_batch.with_options(flow_run_name=batch_name)(requests=requests)
     if as_json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     else:

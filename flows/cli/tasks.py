@@ -52,10 +52,13 @@ def cmd_list(args) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return 0
-    print(f"{'NAME':40} {'STATE':12} {'PROGRESS':>8} {'SPEED-UP':>8} {'LEVEL':8} {'DEVICE':6} CREATED")
-    for r in rows:
-        speedup = f"{r.speedup:.2f}x" if r.speedup else "-"
-        print(f"{r.name:40} {r.state:12} {r.progress:7.0f}% {speedup:>8} {r.level:8} {r.device:6} {r.created}")
+    from accelflow.flows.cli import console  # rich: imported only when a table is printed
+
+    console.print_table(
+        ["NAME", "STATE", "PROGRESS", "SPEED-UP", "LEVEL", "DEVICE", "CREATED"],
+        [[r.name, r.state, f"{r.progress:.0f}%", f"{r.speedup:.2f}x" if r.speedup else "-", r.level, r.device,
+          r.created] for r in rows],
+        right=("PROGRESS", "SPEED-UP"), wrap=("NAME",), styles={"STATE": console.STATE_STYLES})
     return 0
 
 
@@ -64,26 +67,29 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(details, indent=2, default=str))
         return 0
-    print(_render_details(details))
+    _print_details(details)
     return 0
 
 
-def _render_details(d: dict) -> str:
+def _print_details(d: dict) -> None:
+    from accelflow.flows.cli import console
+
     lines = [f"{d['name']}  ({d['id']})", f"state: {d['state']} ({d['prefect_state']})", f"tags: {', '.join(d['tags']) or '-'}"]
     if d.get("reason"):
         lines.append(f"reason: {d['reason']}")
     lines.append("settings:")
     lines += [f"  {k}: {v}" for k, v in d["settings"].items()]
-    lines.append("history:")
-    lines += [f"  {h['time']}  {h['state']:12} {h['message']}" for h in d["history"]]
+    print("\n".join([*lines, "history:"]))
+    console.print_table(["TIME", "STATE", "MESSAGE"], [[h["time"], h["state"], h["message"]] for h in d["history"]],
+                        indent=2, wrap=("MESSAGE",), styles={"STATE": console.STATE_STYLES})
     if d.get("children"):
-        lines.append("tasks:")
-        lines += [f"  {c['name']:40} {c['state']}" for c in d["children"]]
+        print("tasks:")
+        console.print_table(["NAME", "STATE"], [[c["name"], c["state"]] for c in d["children"]],
+                            indent=2, wrap=("NAME",), styles={"STATE": console.STATE_STYLES})
     if d.get("report"):
-        lines += _report_lines(d["report"], d["result"])
+        print("\n".join(_report_lines(d["report"], d["result"])))
     elif d.get("result", {}).get("unreadable"):
-        lines.append(f"report: not readable here: {d['result']['unreadable']}")
-    return "\n".join(lines)
+        print(f"report: not readable here: {d['result']['unreadable']}")
 
 
 def _report_lines(report: dict, result: dict) -> list[str]:
