@@ -36,8 +36,9 @@ build_venv() {
     "$BUILD/venv/bin/python" -m pip install -qq "setuptools<70" 2>&1 \
         | { grep -v "dependency resolver\|requires setuptools" || true; } >&2
 }
+# --no-cache-dir: pip's own wheel cache would hand back a wheel built against another torch.
 build_wheel() {
-    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$BUILD/venv/bin/python" -m pip wheel -qq \
+    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$BUILD/venv/bin/python" -m pip wheel -qq --no-cache-dir \
         --no-build-isolation --no-deps "mmcv==$MMCV_VERSION" -w "$BUILD/out" >&2
 }
 step "mmcv $MMCV_VERSION: build venv with torch $TORCH_VERSION" build_venv
