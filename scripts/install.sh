@@ -54,6 +54,9 @@ if [ "$MMDET" = 1 ]; then
     EXTRAS+=(mmdet)
 fi
 
+# each extra once, in the order given
+mapfile -t EXTRAS < <(printf '%s\n' ${EXTRAS[@]+"${EXTRAS[@]}"} | awk 'NF && !seen[$0]++')
+
 make_venv() {
     "$PYTHON" -m venv .venv
 }
