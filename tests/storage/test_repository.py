@@ -9,6 +9,8 @@ import pytest
 from accelflow.core.errors import AccelflowError, RepositoryError
 from accelflow.storage.repository import ModelEntry, ModelRepository, VersionEntry, parse_model_ref
 
+from tests.files import tree
+
 
 @pytest.fixture(params=["local", "s3"])
 def repo(request, tmp_path) -> ModelRepository:
@@ -35,15 +37,6 @@ def model_dir(tmp_path) -> str:
     return str(root)
 
 
-def _tree(folder) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            out[os.path.relpath(path, folder).replace(os.sep, "/")] = open(path, "rb").read()
-    return out
-
-
 def test_add_file(repo, model_file):
     entry = repo.add("resnet", "v1", model_file, source="uploaded", format="onnx")
     assert isinstance(entry, VersionEntry)
@@ -60,7 +53,7 @@ def test_add_folder_nested_and_fetch(repo, model_dir, tmp_path):
     assert repo.version("bert", "1").extra == {"original": {"model": "bert", "version": "0"}}
     dest = tmp_path / "fetched"
     assert repo.fetch("bert", "1", str(dest)) == str(dest)
-    assert _tree(dest) == _tree(model_dir)
+    assert tree(dest) == tree(model_dir)
 
 
 def test_list_and_source_filter(repo, model_file, model_dir):
@@ -245,10 +238,10 @@ def test_copy_version_into_another_store(repo, model_dir, tmp_path):
     dest = Store(str(tmp_path / "results"))
     copied = repo.copy_version("m", "v1", dest, dest.path("x", "model"))
     assert copied == ["config.json", "weights/deep/empty.txt", "weights/w.bin"]
-    assert _tree(tmp_path / "results" / "x" / "model") == _tree(model_dir)
+    assert tree(tmp_path / "results" / "x" / "model") == tree(model_dir)
     inside = repo.copy_version("m", "v1", repo.store, repo.store.path("elsewhere"))  # same store
     assert inside == copied
-    assert repo.store.read_bytes(repo.store.path("elsewhere", "weights", "w.bin")) == _tree(model_dir)["weights/w.bin"]
+    assert repo.store.read_bytes(repo.store.path("elsewhere", "weights", "w.bin")) == tree(model_dir)["weights/w.bin"]
 
 
 def test_extra_must_be_json(repo, model_file):

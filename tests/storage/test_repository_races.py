@@ -13,6 +13,8 @@ from accelflow.core.errors import RepositoryError
 from accelflow.storage.repository import ModelRepository
 from accelflow.storage.store import Store
 
+from tests.files import tree
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WRITERS = 4
 FILES_EACH = 20
@@ -40,20 +42,10 @@ def sources(tmp_path) -> list[str]:
     return [_make_source(tmp_path / f"src-{i}", i) for i in range(WRITERS)]
 
 
-def _tree(folder) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, folder).replace(os.sep, "/")] = f.read()
-    return out
-
-
 def _fetched(repo: ModelRepository, name: str, version: str, tmp_path) -> dict[str, bytes]:
     dest = tmp_path / f"fetched-{name}-{version}"
     repo.fetch(name, version, str(dest))
-    return _tree(dest)
+    return tree(dest)
 
 
 # The child imports everything first and then waits for the go file, so the four adds start
@@ -114,7 +106,7 @@ def test_concurrent_adds_of_one_version_exactly_one_wins(repo_uri, sources, tmp_
     assert repo.show("m").versions == ["v1"]
     entry = repo.version("m", "v1")
     assert len(entry.files) == FILES_EACH
-    assert _fetched(repo, "m", "v1", tmp_path) == _tree(sources[winner])  # the winner's files, only
+    assert _fetched(repo, "m", "v1", tmp_path) == tree(sources[winner])  # the winner's files, only
     # The losers removed their own uploads; what remains is the folder version.json names.
     assert _uploads(repo, "m", "v1") == [os.path.basename(entry.home)]
 
@@ -131,7 +123,7 @@ def test_concurrent_first_adds_of_different_versions_all_land(repo_uri, sources,
     assert model.versions == versions and [m.name for m in repo.list()] == ["fresh"]
     for version, src in zip(versions, sources):
         assert repo.version("fresh", version).model_id == model.id  # one model.json for all
-        assert _fetched(repo, "fresh", version, tmp_path) == _tree(src)
+        assert _fetched(repo, "fresh", version, tmp_path) == tree(src)
 
 
 # -- (c) a writer that fails or loses never harms another ----------------------------------------
@@ -164,7 +156,7 @@ def test_writer_failing_mid_copy_removes_only_its_own_files(repo_uri, sources, t
         failing.add("m", version, sources[1], source="uploaded", format="onnx")
     repo = ModelRepository(repo_uri)
     assert repo.show("m").versions == ["v1"]
-    assert _fetched(repo, "m", "v1", tmp_path) == _tree(sources[0])
+    assert _fetched(repo, "m", "v1", tmp_path) == tree(sources[0])
     assert _uploads(repo, "m", "v1") == [os.path.basename(repo.version("m", "v1").home)]
     assert _uploads(repo, "m", "v2") == []
 
@@ -176,7 +168,7 @@ def test_writer_losing_the_race_is_told_and_keeps_nothing(repo_uri, sources, tmp
         late.add("m", "v1", sources[1], source="uploaded", format="onnx")
     assert "m@v1 already exists" in str(err.value) and "another writer added it" in str(err.value)
     repo = ModelRepository(repo_uri)
-    assert _fetched(repo, "m", "v1", tmp_path) == _tree(sources[0])
+    assert _fetched(repo, "m", "v1", tmp_path) == tree(sources[0])
     assert _uploads(repo, "m", "v1") == [os.path.basename(repo.version("m", "v1").home)]
 
 
@@ -190,7 +182,7 @@ def test_first_adds_racing_with_another_source_keep_the_first_model(repo_uri, so
     assert (model.versions, model.source) == (["v1"], "uploaded")
     assert _uploads(repo, "m", "v2") == []
     assert not repo.store.exists(repo.store.path("models", "m", "versions", "v2", "version.json"))
-    assert _fetched(repo, "m", "v1", tmp_path) == _tree(sources[0])
+    assert _fetched(repo, "m", "v1", tmp_path) == tree(sources[0])
 
 
 def test_retried_add_whose_first_attempt_landed_returns_it(repo_uri, sources):
@@ -280,7 +272,7 @@ def test_symlinked_folder_in_local_source_refused(repo_uri, sources, tmp_path):
 def _upload_source(bucket_uri: str, src: str) -> str:
     """Put a local source folder at `<bucket_uri>/results/x/`; returns that URI."""
     store = Store(f"{bucket_uri}/results/x")
-    for rel in _tree(src):
+    for rel in tree(src):
         store.put_file(os.path.join(src, *rel.split("/")), store.path(rel))
     return store.uri + "/"
 
@@ -304,16 +296,16 @@ def test_add_from_s3_into_s3_is_copied_server_side(s3_repo_uri, sources, tmp_pat
     entry = repo.add("m", "v1", src, source="uploaded", format="onnx")
     single = repo.add("m", "v2", src + "part-00.bin", source="uploaded", format="onnx")
     monkeypatch.undo()
-    assert entry.files == sorted(_tree(sources[0])) and single.files == ["part-00.bin"]
-    assert _fetched(repo, "m", "v1", tmp_path) == _tree(sources[0])
-    assert _fetched(repo, "m", "v2", tmp_path)["part-00.bin"] == _tree(sources[0])["part-00.bin"]
+    assert entry.files == sorted(tree(sources[0])) and single.files == ["part-00.bin"]
+    assert _fetched(repo, "m", "v1", tmp_path) == tree(sources[0])
+    assert _fetched(repo, "m", "v2", tmp_path)["part-00.bin"] == tree(sources[0])["part-00.bin"]
 
 
 def test_add_from_s3_into_a_local_repository(s3_repo_uri, sources, tmp_path):
     src = _upload_source(s3_repo_uri.rsplit("/", 1)[0], sources[1])
     repo = ModelRepository(str(tmp_path / "local-repo"))
     entry = repo.add("m", "v1", src, source="uploaded", format="onnx")
-    assert _tree(repo.local_home("m", "v1")) == _tree(sources[1]) and len(entry.files) == FILES_EACH
+    assert tree(repo.local_home("m", "v1")) == tree(sources[1]) and len(entry.files) == FILES_EACH
 
 
 def test_copy_version_from_s3_server_side(s3_repo_uri, sources, monkeypatch):
@@ -323,9 +315,9 @@ def test_copy_version_from_s3_server_side(s3_repo_uri, sources, monkeypatch):
     _no_transfer_through_this_machine(monkeypatch)
     copied = repo.copy_version("m", "v1", results, results.path("task-1", "model"))
     monkeypatch.undo()
-    assert copied == sorted(_tree(sources[2]))
+    assert copied == sorted(tree(sources[2]))
     copy = results.read_bytes(results.path("task-1", "model", "weights", "part-07.bin"))
-    assert copy == _tree(sources[2])["weights/part-07.bin"]
+    assert copy == tree(sources[2])["weights/part-07.bin"]
 
 
 def test_missing_or_credentialed_source_uri_refused(s3_repo_uri):
@@ -386,7 +378,7 @@ def test_store_freezing_at_the_claim_still_ends_in_one_whole_version(own_server,
             frozen[0].join()
         own_server.resume()
     assert frozen and entry.id == "0badc0de"
-    assert _fetched(ModelRepository(f"s3://{bucket}/repo"), "m", "v1", tmp_path) == _tree(sources[0])
+    assert _fetched(ModelRepository(f"s3://{bucket}/repo"), "m", "v1", tmp_path) == tree(sources[0])
     assert os.path.basename(entry.home) in _uploads(repo, "m", "v1")
 
 

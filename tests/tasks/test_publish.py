@@ -12,6 +12,8 @@ import pytest
 from accelflow.storage.store import Store
 from accelflow.tasks import package, publish
 
+from tests.files import write_files
+
 
 @pytest.fixture(params=["local", "s3"])
 def output(request, tmp_path, monkeypatch) -> str:
@@ -23,11 +25,7 @@ def output(request, tmp_path, monkeypatch) -> str:
 
 def _staged(output: str, files: dict[str, bytes]) -> package.Staging:
     staging = package.start_staging(output)
-    for rel, data in files.items():
-        path = os.path.join(staging.path, *rel.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+    write_files(staging.path, files)
     return staging
 
 

@@ -13,6 +13,7 @@ from accelflow.tasks import package, publish
 from accelflow.tasks.save import optimized_model_name, save_task
 
 from tests import modelzoo
+from tests.files import tree, write_files
 
 RESULT_FILES = {"model/manifest.json": b'{"engine": "onnxruntime"}', "model/model.onnx": os.urandom(3000),
                 "report.json": b'{"speedup": 2.0}', "report.md": b"# cnn", "report.html": b"<p>cnn</p>",
@@ -22,11 +23,7 @@ RESULT_FILES = {"model/manifest.json": b'{"engine": "onnxruntime"}', "model/mode
 def _published(output: str, task_name: str, run_id: str) -> str:
     """A finished result, published as the optimize flow publishes one."""
     staging = package.start_staging(output)
-    for rel, data in RESULT_FILES.items():
-        path = os.path.join(staging.path, *rel.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+    write_files(staging.path, RESULT_FILES)
     return publish.publish(staging, output, task_name, run_id)
 
 
@@ -45,24 +42,15 @@ def task(tmp_path):
     return run_id, request, result
 
 
-def _tree(folder: str) -> dict[str, bytes]:
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder).replace(os.sep, "/")] = open(path, "rb").read()
-    return out
-
-
 def test_a_task_is_saved_as_a_version_of_the_optimized_model(task, tmp_path):
     run_id, request, result = task
     entry = save_task(run_id, "cnn-fp16", request, result)
     assert (entry.model, entry.version) == ("cnn-optimized", "local-cnn-fp16")
     # assembled under the output in a folder named after the ids, and registered from there
     assembled = os.path.join(request["output"], f"m-{entry.model_id}", f"mv-{entry.id}")
-    saved = _tree(entry.home)
-    assert _tree(assembled) == saved
-    original = _tree(str(tmp_path / "models"))
+    saved = tree(entry.home)
+    assert tree(assembled) == saved
+    original = tree(str(tmp_path / "models"))
     # the original's files (the ONNX file's external data with it; not the README beside it),
     # then the optimized model and the reports; nothing else of the result
     assert set(saved) == {"cnn.onnx", "cnn.onnx.data", "model/manifest.json", "model/model.onnx",
