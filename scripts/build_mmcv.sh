@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build mmcv 2.1.0 with its compiled ops for the torch accelflow pins (MMDetection imports
 # mmcv.ops at once; PyPI has only mmcv's source, no wheel for this torch) and print the
-# wheel's path. About 15 min on 2 cores, once per machine: the wheel is kept outside the
+# wheel's path. About 15-18 min on 2 cores, once per machine: the wheel is kept outside the
 # checkout, in ~/.cache/accelflow/wheels/<python>-torch<version>-<arch>/ (ACCELFLOW_WHEEL_CACHE
 # overrides the folder), so every later install, from any clone, takes it in seconds, and
 # another Python or torch builds its own.
@@ -42,6 +42,6 @@ build_wheel() {
         --no-build-isolation --no-deps "mmcv==$MMCV_VERSION" -w "$BUILD/out" >&2
 }
 step "mmcv $MMCV_VERSION: build venv with torch $TORCH_VERSION" build_venv
-step "mmcv $MMCV_VERSION: compiling its ops (about 15 min on 2 cores, once per machine; kept in $DEST)" build_wheel
+step "mmcv $MMCV_VERSION: compiling its ops (about 15-18 min on 2 cores, once per machine; kept in $DEST)" build_wheel
 mv "$BUILD"/out/mmcv-"$MMCV_VERSION"-*.whl "$DEST/"
 found

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Install accelflow into ./.venv (Python 3.11+ and pip).
 #
-#   bash scripts/install.sh                the core, about 1-2 min: torch's CPU build, accelflow
+#   bash scripts/install.sh                the core, about 1 min: torch's CPU build, accelflow
 #                                          (Prefect, ONNX, ONNX Runtime, OpenVINO), Prefect's database
 #   bash scripts/install.sh EXTRA...       the core plus optional parts:
 #       tf          TensorFlow SavedModels and frozen graphs (tensorflow-cpu, tf2onnx)
 #       diffusers   Stable Diffusion pipelines (diffusers, transformers)
-#       mmdet       MMDetection; builds mmcv's ops the first time (about 15 min on 2 cores,
+#       mmdet       MMDetection; builds mmcv's ops the first time (about 15-18 min on 2 cores,
 #                   once per machine: scripts/build_mmcv.sh keeps the wheel in ~/.cache/accelflow)
 #       detectron2  Detectron2, in a venv of its own (scripts/install_detectron2.sh; about
-#                   10 min once per machine)
+#                   3 min once per machine)
 #       examples    transformers, for `examples/make_models.py bert`
 #       test        the test tools (pytest, hypothesis, moto)
 #       gpu         GPU engines: onnxruntime-gpu, TensorRT, polygraphy (GPU machines only)

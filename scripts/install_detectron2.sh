@@ -2,7 +2,7 @@
 # Detectron2 in a venv of its own (run by `bash scripts/install.sh detectron2`): detectron2
 # imports torchvision, and PyPI's torchvision does not import beside the CPU torch that .venv
 # holds, so this venv has torch 2.14.1 + torchvision 0.29.1 (a CUDA build that runs on the
-# CPU too; about 5.5 GB, about 10 min to install here), detectron2, and this checkout's
+# CPU too; about 5.5 GB: 1 min here, where pip finds the wheels on disk), detectron2, and this checkout's
 # accelflow with its test tools (editable).
 #
 # The venv lives outside the checkout, ~/.cache/accelflow/venvs/detectron2-<python>-torch<v>-<arch>
@@ -103,7 +103,7 @@ install_detectron2() {
 if [ "$(cat "$VENV/.accelflow-recipe" 2>/dev/null)" != "$RECIPE" ]; then
     echo "==> Detectron2 venv: $VENV (made once per machine, reused by every clone)" >&2
     step "Detectron2 venv: python venv" make_venv
-    step "Detectron2 venv: torch $D2_TORCH_VERSION + torchvision $D2_TORCHVISION_VERSION (about 5.5 GB, about 10 min)" install_torch
+    step "Detectron2 venv: torch $D2_TORCH_VERSION + torchvision $D2_TORCHVISION_VERSION (about 5.5 GB)" install_torch
     echo "$RECIPE" >"$VENV/.accelflow-recipe"
 fi
 step "Detectron2 venv: detectron2 0.6 from the pb1-detectron2 sdist (wheel kept in $WHEELS)" install_detectron2

@@ -4,8 +4,8 @@
 #   bash scripts/test.sh [PYTEST ARGS...]
 #
 # 1. `bash scripts/install.sh all`: the core, test, examples, tf, diffusers, mmdet (.venv) and
-#    detectron2 (its own venv); the first time on a machine about 30 min on 2 cores (mmcv's
-#    ops, the Detectron2 venv), later a minute.
+#    detectron2 (its own venv); the first time on a machine about 25 min on 2 cores (mostly
+#    mmcv's ops), later about 20 s.
 # 2. The suite in .venv, but for tests/formats/test_detectron2.py.
 # 3. tests/formats/test_detectron2.py in the Detectron2 venv.
 # PYTEST ARGS go to both runs; paths among them go to the run they belong to (a run given no
