@@ -71,7 +71,7 @@ OPTIONAL_SUPPORT = {
     "tf": ("TensorFlow", "about 2 min"),
     "diffusers": ("Stable Diffusion (diffusers)", "about 1 min"),
     "mmdet": ("MMDetection", "about 15 min, once: mmcv is built from source"),
-    "detectron2": ("Detectron2", "about 10 min, once; it lives in an environment of its own, so run its "
+    "detectron2": ("Detectron2", "about 3 min, once; it lives in an environment of its own, so run its "
                    "accelflow: $(bash scripts/install_detectron2.sh --path)/bin/accelflow"),
     "tensorrt": ("TensorRT", "on a GPU machine"),
     "gpu": ("GPU engine", "on a GPU machine"),
