@@ -16,17 +16,21 @@ A Stable Diffusion pipeline's result loads as a diffusers pipeline (load returns
 from accelflow.core import VERSION as __version__  # noqa: F401  (the one place the version is set)
 
 
-def load(folder: str, threads: int | None = None):
-    """Load an optimized model folder or result URI; see engines.result.OptimizedModel."""
+def load(folder: str, threads: int | None = None, trust_model_code: bool = False):
+    """Load an optimized model folder or result URI; see engines.result.OptimizedModel.
+
+    A result whose loading runs its original model's code (an MMDetection .py config, a
+    diffusers custom component) is refused unless `trust_model_code` (docs/security.md).
+    """
     from accelflow.engines.loading import load as _load
     from accelflow.tasks.publish import local_copy
 
-    return _load(local_copy(folder), threads)
+    return _load(local_copy(folder), threads, trust_model_code)
 
 
-def load_pipeline(folder: str, threads: int | None = None):
+def load_pipeline(folder: str, threads: int | None = None, trust_model_code: bool = False):
     """Load an optimized Stable Diffusion pipeline folder or result URI; see engines.pipeline_result."""
     from accelflow.engines.pipeline_result import load_pipeline as _load_pipeline
     from accelflow.tasks.publish import local_copy
 
-    return _load_pipeline(local_copy(folder), threads)
+    return _load_pipeline(local_copy(folder), threads, trust_model_code)

@@ -50,6 +50,10 @@ class ResourceLimitError(AccelflowError):
     """A task that ran out of memory or past its time limit."""
 
 
+class UntrustedModelError(SpecError):
+    """A model whose loading would run its author's code, refused without --trust-model-code."""
+
+
 class OutputPathError(AccelflowError):
     """An output path that overlaps the model's home directory or cannot be written."""
 
@@ -87,3 +91,15 @@ def missing_dependency(module: str, extra: str | None = None, why: str = "") -> 
     name, cost = OPTIONAL_SUPPORT[extra]
     return MissingDependencyError(f"{name} support is not installed ({module} is missing{why}): "
                                   f"run `bash scripts/install.sh {extra}` ({cost}).")
+
+
+TRUST_HINT = ("If you trust the model's author, pass --trust-model-code (accelflow.load(..., "
+              "trust_model_code=True)); the model then runs in a process without credentials "
+              "(docs/security.md).")
+
+
+def untrusted_model(path: str, format_name: str, risks: list[str]) -> UntrustedModelError:
+    """The refusal of a model whose loading runs code: what would run, and how to allow it."""
+    shown = "; ".join(risks[:5]) + (f"; and {len(risks) - 5} more" if len(risks) > 5 else "")
+    return UntrustedModelError(f"{path}: loading this {format_name} model would run its author's code ({shown}). "
+                               f"accelflow refuses model code by default. {TRUST_HINT}")

@@ -141,7 +141,7 @@ def load_component(folder: str, index_entry: list, name: str):
     return cls.from_pretrained(os.path.join(folder, name))
 
 
-def load_pipeline(folder: str, threads: int | None = None):
+def load_pipeline(folder: str, threads: int | None = None, trust_model_code: bool = False):
     """Load an optimized pipeline folder (the task's result folder or its model/ subfolder)."""
     from accelflow.engines.result import OptimizedModel, read_manifest
     from accelflow.formats.diffusers_pipeline import import_diffusers

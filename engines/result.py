@@ -71,9 +71,10 @@ def check_engine(manifest: dict[str, Any]):
 class OptimizedModel:
     """A loaded result: called with the original model's inputs, returns its kind of outputs."""
 
-    def __init__(self, folder: str, threads: int | None = None):
+    def __init__(self, folder: str, threads: int | None = None, trust_model_code: bool = False):
         from accelflow.core import tensor_info
 
+        self.trust_model_code = trust_model_code  # a detector's config may run code (formats/detections.py)
         self.manifest = read_manifest(folder)
         engine = check_engine(self.manifest)
         self.spec = tensor_info.parse(self.manifest["tensor_info"])

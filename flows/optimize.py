@@ -31,7 +31,7 @@ def locate_model(request: OptimizeRequest) -> str | None:
 
     Cheap: a local file's format is sniffed, a repository entry's metadata read; nothing copied.
     """
-    from accelflow.formats import detect_format, find_model_file, model_home
+    from accelflow.formats import check_model_code, detect_format, find_model_file, model_home
     from accelflow.storage.repository import ModelRepository, parse_model_ref
     from accelflow.tasks.convert import format_options
     from accelflow.tasks.fetch import remote_home
@@ -41,7 +41,9 @@ def locate_model(request: OptimizeRequest) -> str | None:
         return remote_home(request.model)
     ref = parse_model_ref(request.model)
     if ref is None:
-        fmt = detect_format(find_model_file(request.model, request.model_file))
+        model_file = find_model_file(request.model, request.model_file)
+        fmt = detect_format(model_file)
+        check_model_code(fmt, model_file, request.trust_model_code)
         format_options(fmt, request.format_options())
         check_overrides(fmt, request.tolerance_overrides())
         return model_home(request.model)
@@ -81,11 +83,12 @@ def optimize(request: OptimizeRequest):
 def _optimize_into(request: OptimizeRequest, dest: Destination, pool: RunnerPool) -> dict:
     progress, work = Progress(), dest.work_dir
     with progress.step("fetch model"):
-        fetched = steps.fetch_model(request.model, request.repo, request.model_file, work)
+        fetched = steps.fetch_model(request.model, request.repo, request.model_file, work, request.trust_model_code)
         request = request.model_copy(update={"samples": fetch.local_file(request.samples, work)})
     with progress.step("parse tensor information"):
         ctx = ModelContext(fetched.model_file, fetched.format, steps.parse_tensor_info(request.tensor_info), work,
-                           thread_count(), pool.device, request.int_range_map())
+                           thread_count(), pool.device, request.int_range_map(),
+                           trust_model_code=request.trust_model_code)
     if fetched.format == diffusers_pipeline.NAME:  # several networks: each optimized, then the whole
         from accelflow.flows.optimize_pipeline import optimize_pipeline_into
 

@@ -36,6 +36,8 @@ class OptimizeRequest(BaseModel):
     model_file: str | None = Field(None, description="the model file inside a version folder")
     samples: str | None = Field(None, description=".npz of sample inputs for the accuracy gate")
     qat: bool = False
+    trust_model_code: bool = Field(False, description="allow a model whose loading runs its author's code; it runs "
+                                   "in a process without credentials (docs/security.md)")
     steps: int = Field(20, ge=1, le=1000, description="Stable Diffusion: denoising steps of the image check and timing")
     prompt: str | None = Field(None, description="Stable Diffusion: prompt of the image check (default: a fixed one)")
     guidance: float = Field(7.5, ge=0, description="Stable Diffusion: guidance scale of the image check and timing")

@@ -15,7 +15,7 @@ from types import ModuleType
 # Set ORT_DISABLE_TELEMETRY=0 to keep it. (OpenVINO's: engines.openvino_engine.import_openvino.)
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from accelflow.core.errors import UnsupportedFormatError
+from accelflow.core.errors import UnsupportedFormatError, untrusted_model
 from accelflow.formats import (
     detectron2_model,
     diffusers_pipeline,
@@ -64,6 +64,15 @@ def detect_format(path: str) -> ModuleType:
         "Give the model file itself (for example model.onnx, a TorchScript model.pt, a frozen "
         "graph.pb) or a SavedModel folder."
     )
+
+
+def check_model_code(fmt: ModuleType, path: str, trusted: bool) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded (empty for plain
+    data); refused with UntrustedModelError unless `trusted` (--trust-model-code)."""
+    risks = fmt.code_risks(path)
+    if risks and not trusted:
+        raise untrusted_model(path, fmt.NAME, risks)
+    return risks
 
 
 def detect_format_name(path: str) -> str:

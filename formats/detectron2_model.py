@@ -41,6 +41,11 @@ def detect(path: str) -> bool:
     return bool(re.search(r"^MODEL:\s*$", text, re.M)) and bool(re.search(r"^\s*(META_ARCHITECTURE|_BASE_):", text, re.M))
 
 
+def code_risks(path: str) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
+    return []
+
+
 def checkpoint_for(config: str) -> str:
     return detections.checkpoint_for(config, "Detectron2")
 

@@ -32,6 +32,11 @@ def detect(path: str) -> bool:
     return all(isinstance(index.get(c), list) and os.path.isdir(os.path.join(path, c)) for c in REQUIRED)
 
 
+def code_risks(path: str) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
+    return []
+
+
 def _index_or_none(path: str) -> dict | None:
     index_path = os.path.join(path, INDEX)
     if not os.path.isfile(index_path):

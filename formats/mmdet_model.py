@@ -41,6 +41,11 @@ def detect(path: str) -> bool:
     return text is not None and bool(_MODEL_LINE.search(text)) and "type=" in text.replace(" ", "")
 
 
+def code_risks(path: str) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
+    return []
+
+
 def checkpoint_for(config: str) -> str:
     return detections.checkpoint_for(config, "MMDetection")
 

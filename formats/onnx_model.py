@@ -34,6 +34,15 @@ def detect(path: str) -> bool:
     return head[2] in _MODEL_FIELD_TAGS
 
 
+def code_risks(path: str) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded: none.
+
+    An ONNX graph is data: its operators are ONNX Runtime's and OpenVINO's own kernels.
+    (External-data paths are checked where they are read: companion_files.)
+    """
+    return []
+
+
 def load(path: str):
     """The checked ModelProto (external data resolved from the model's folder)."""
     onnx = _onnx()

@@ -32,6 +32,14 @@ def detect(path: str) -> bool:
     return len(head) == 2 and head[0] == _PICKLE_PROTOCOL_MARK and 2 <= head[1] <= 5
 
 
+def code_risks(path: str) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded: none.
+
+    A plain checkpoint is never loaded: detect_format refuses it before anything reads it.
+    """
+    return []
+
+
 def load(path: str):
     raise UnsupportedFormatError(
         f"{path} is a plain PyTorch checkpoint (weights only, saved with torch.save), not a "

@@ -39,6 +39,11 @@ def detect(path: str) -> bool:
     return bool(name) and op.replace("_", "").isalnum()
 
 
+def code_risks(path: str) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
+    return []
+
+
 def _varint(data: bytes, at: int) -> tuple[int, int]:
     value, shift = 0, 0
     while True:

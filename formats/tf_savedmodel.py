@@ -27,6 +27,11 @@ def detect(path: str) -> bool:
     return os.path.basename(path) == PB_FILE and _is_saved_model_pb(path)
 
 
+def code_risks(path: str) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
+    return []
+
+
 def _is_saved_model_pb(path: str) -> bool:
     if not os.path.isfile(path):
         return False

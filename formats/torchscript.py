@@ -33,6 +33,15 @@ def detect(path: str) -> bool:
     return has_code and any(n.endswith("/constants.pkl") or n.endswith("/data.pkl") for n in names)
 
 
+def code_risks(path: str) -> list[str]:
+    """What in the model at `path` would run its author's code when loaded: none.
+
+    TorchScript code runs in TorchScript's interpreter, not Python, and its pickles are read
+    by torch.jit.load's restricted unpickler (tests/faults/test_hostile_inputs.py).
+    """
+    return []
+
+
 def _zip_names(path: str) -> list[str]:
     if not os.path.isfile(path) or not zipfile.is_zipfile(path):
         return []

@@ -18,6 +18,7 @@ class ModelContext:
     int_ranges: dict | None = None  # element name -> (low, high) for integer inputs
     onnx_path: str = ""  # set once converted
     io: dict = field(default_factory=dict)  # the conversion's ModelIO.to_dict(), once converted
+    trust_model_code: bool = False  # --trust-model-code: loaders may run the model's own code
 
     def converted(self, converted) -> ModelContext:
         """This context after conversion to ONNX (a tasks.convert.ConvertedModel)."""

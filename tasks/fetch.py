@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from accelflow.core.errors import SpecError, UnsupportedFormatError
-from accelflow.formats import detect_format, find_model_file, model_home
+from accelflow.formats import check_model_code, detect_format, find_model_file, format_named, model_home
 
 
 @dataclass
@@ -23,14 +23,22 @@ class FetchedModel:
     repo: str = ""
     model_id: str = ""
     version_id: str = ""
+    model_code: list[str] = dataclasses.field(default_factory=list)  # what of it runs code (trusted)
 
 
-def fetch_model(model: str, repo_uri: str | None, model_file: str | None, scratch: str) -> FetchedModel:
+def fetch_model(model: str, repo_uri: str | None, model_file: str | None, scratch: str,
+                trust_model_code: bool = False) -> FetchedModel:
     """Resolve `model` (a path, or NAME@VERSION in the repository) to a local model file.
 
     A local repository's version folder is used in place; a remote one is copied into
-    `scratch` first.
+    `scratch` first. A model whose loading runs its author's code is refused unless trusted.
     """
+    fetched = _fetch(model, repo_uri, model_file, scratch)
+    risks = check_model_code(format_named(fetched.format), fetched.model_file, trust_model_code)
+    return dataclasses.replace(fetched, model_code=risks)
+
+
+def _fetch(model: str, repo_uri: str | None, model_file: str | None, scratch: str) -> FetchedModel:
     from accelflow.storage.repository import ModelRepository, parse_model_ref
     from accelflow.storage.retry import with_retries
     from accelflow.storage.store import is_remote

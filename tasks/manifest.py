@@ -24,9 +24,15 @@ def manifest_for(task_name: str, request, fetched, chosen, converted, report) ->
         "library_versions": report.library_versions,
         "accelflow_version": VERSION,
         "created": report.created,
+        **model_code_fields(request, fetched),
         "load": "import accelflow; model = accelflow.load(RESULT_FOLDER); outputs = model(*inputs)",
         **gpu_fields(chosen.engine_config),
     }
+
+
+def model_code_fields(request, fetched) -> dict:
+    """Whether the task was allowed to run the model's own code, and what of it does."""
+    return {"trust_model_code": request.trust_model_code, "model_code": list(fetched.model_code)}
 
 
 def gpu_fields(engine_config: dict) -> dict:

@@ -19,6 +19,7 @@ from accelflow.formats import diffusers_pipeline
 from accelflow.reports.results import Accuracy, ComponentReport, PipelineReport, TaskReport
 from accelflow.reports.stats import geometric_mean
 from accelflow.tasks import report as model_report
+from accelflow.tasks.manifest import model_code_fields
 
 NETWORK_SOURCES = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae"}
 
@@ -45,7 +46,8 @@ def assemble(task_name: str, request, fetched, components: list[ComponentReport]
         accuracy=_accuracy(components, pipeline), candidates=[], tensor_info=list(request.tensor_info),
         build_seconds=sum(c.build_seconds for comp in components for c in comp.candidates),
         timings=timings, library_versions=library_versions(), machine=machine_info(),
-        settings=dict(request.model_dump(exclude={"submitted_at"}), model_file=fetched.model_file, model_home=fetched.home),
+        settings=dict(request.model_dump(exclude={"submitted_at"}), model_file=fetched.model_file, model_home=fetched.home,
+                      model_code=list(fetched.model_code)),
         notes=notes + _component_notes(request.level, components),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         components=components, pipeline=pipeline,
@@ -129,6 +131,6 @@ def manifest_for(task_name: str, request, fetched, report: TaskReport, carried: 
                                 "tensor_info": c.tensor_info} for c in report.components},
         "carried": carried, "tensor_info": list(report.tensor_info), "speedup": report.speedup,
         "machine": report.machine, "library_versions": report.library_versions,
-        "accelflow_version": VERSION, "created": report.created,
+        "accelflow_version": VERSION, "created": report.created, **model_code_fields(request, fetched),
         "load": "import accelflow; pipe = accelflow.load_pipeline(RESULT_FOLDER); image = pipe(prompt).images[0]",
     }

@@ -64,6 +64,7 @@ def _settings(request, fetched) -> dict:
     settings = request.model_dump(exclude={"submitted_at"})
     settings["model_file"] = fetched.model_file
     settings["model_home"] = fetched.home
+    settings["model_code"] = list(fetched.model_code)  # what of the model runs code (--trust-model-code)
     return settings
 
 

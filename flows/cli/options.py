@@ -41,6 +41,7 @@ _OPTIONS = (
     (("--draws",), "draws", {"type": int, "help": "random accuracy draws per shape point (default 3)"}, 3),
     (("--time-limit",), "time_limit", {"type": float, "metavar": "SECONDS", "help": "stop the task and fail it after this long"}, None),
     (("--memory-limit",), "memory_limit_gb", {"type": float, "metavar": "GIB", "help": "fail the task when its process needs more memory than this"}, None),
+    (("--trust-model-code",), "trust_model_code", {"action": "store_const", "const": True, "help": "allow a model whose loading runs its author's code (an MMDetection .py config, Detectron2 YAML with python tags, diffusers custom components, TensorFlow file or Python ops); it runs in a process without credentials (docs/security.md)"}, False),
     (("--bench-seconds",), "bench_seconds", {"type": float, "help": "benchmark time per shape point (default 5)"}, 5.0),
 )
 

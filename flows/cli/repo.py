@@ -35,6 +35,8 @@ def _register_add(verbs, common) -> None:
     add.add_argument("path", help="the model file, or its folder (copied recursively); or its URI, copied inside the store (needs --format)")
     add.add_argument("--source", required=True, help="how the model got here, e.g. uploaded, training")
     add.add_argument("--format", help="model format, e.g. onnx, torchscript (default: detected)")
+    add.add_argument("--trust-model-code", action="store_true",
+                     help="add a model whose loading runs its author's code (docs/security.md)")
     add.set_defaults(func=cmd_add)
 
 
@@ -56,7 +58,8 @@ def cmd_add(args) -> int:
     check_name(args.version, "version")
     repo = ModelRepository(args.repo)
     fmt = args.format or _detect_format(args.path)
-    entry = repo.add(args.name, args.version, args.path, source=args.source, format=fmt)
+    extra = _model_code(args.path, fmt, args.trust_model_code)
+    entry = repo.add(args.name, args.version, args.path, source=args.source, format=fmt, extra=extra)
     if args.json:
         _print_json(entry)
     else:
@@ -64,6 +67,18 @@ def cmd_add(args) -> int:
               f"to {repo.uri}: {len(entry.files)} file(s)")
         print(f"home: {entry.home}")
     return 0
+
+
+def _model_code(path: str, format_name: str, trusted: bool) -> dict | None:
+    """A local model whose loading runs code is refused unless trusted; the version records it.
+    (A URI is checked when a task fetches it: nothing is downloaded here.)"""
+    from accelflow.formats import check_model_code, find_model_file, format_named
+    from accelflow.storage.store import is_remote
+
+    if is_remote(path):
+        return {"trust_model_code": True} if trusted else None
+    risks = check_model_code(format_named(format_name), find_model_file(path), trusted)
+    return {"trust_model_code": True, "model_code": risks} if trusted else None
 
 
 def _detect_format(path: str) -> str:
