@@ -54,6 +54,10 @@ class UntrustedModelError(SpecError):
     """A model whose loading would run its author's code, refused without --trust-model-code."""
 
 
+class ModelProcessError(AccelflowError):
+    """The process running a task's model crashed or was killed (tasks/isolation.py)."""
+
+
 class OutputPathError(AccelflowError):
     """An output path that overlaps the model's home directory or cannot be written."""
 

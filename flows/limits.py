@@ -1,39 +1,64 @@
-"""Resource limits of one task: --time-limit (seconds) and --memory-limit (GiB).
+"""Resource limits of one task: its time (seconds) and memory (GiB), docs/limits.md.
 
-The time limit is enforced by the flow's StopWatcher; the memory limit caps the task
-process's address space (RLIMIT_AS), so an allocation past it fails inside the task with
-an error instead of the machine swapping or the kernel killing a neighbour. Either way the
-task fails with the reason, and its partial output is removed like any other failure.
+A task runs under the limits its request asks for (--time-limit, --memory-limit), never above
+the worker's: ACCELFLOW_TIME_LIMIT (default 4 hours) and ACCELFLOW_MEMORY_LIMIT_GB (default the
+machine's memory on CPU machine types; none on GPU types, whose drivers reserve far more
+address space than they use); 0 turns a worker limit off. Both are enforced on the task's
+model process (tasks/isolation.py): the memory limit caps its address space (RLIMIT_AS), so
+an allocation past it fails with an error instead of the machine swapping or the kernel
+killing a neighbour; the time limit (the flow's StopWatcher) kills it, which also stops
+native code. Either way the task fails with the reason and its partial output is removed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import resource
+import os
+from dataclasses import dataclass
 
-from accelflow.core.errors import ResourceLimitError, first_line
+from accelflow.core.errors import ResourceLimitError, SpecError, first_line
 
+TIME_LIMIT_ENV = "ACCELFLOW_TIME_LIMIT"
+MEMORY_LIMIT_ENV = "ACCELFLOW_MEMORY_LIMIT_GB"
+DEFAULT_TIME_LIMIT_S = 4 * 3600.0  # a Stable Diffusion pipeline on a CPU takes about an hour
 _GIB = 1 << 30
 # How allocators say "no": Python, torch (c10), C++ (std::bad_alloc), ONNX Runtime, OpenVINO.
 _OOM_TEXT = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "failed to allocate",
              "out of memory", "memoryerror")
 
 
-@contextlib.contextmanager
-def memory_limit(gib: float | None):
-    """Cap this process's address space at `gib` GiB for the block (restored afterwards)."""
-    if not gib:
-        yield
-        return
-    before = resource.getrlimit(resource.RLIMIT_AS)
-    limit = int(gib * _GIB)
-    if before[1] != resource.RLIM_INFINITY:
-        limit = min(limit, before[1])
-    resource.setrlimit(resource.RLIMIT_AS, (limit, before[1]))
+@dataclass(frozen=True)
+class TaskLimits:
+    seconds: float | None  # None: no time limit
+    memory_gib: float | None  # None: no memory limit
+    asked: tuple[bool, bool]  # whether each came from the request (else from the worker)
+
+
+def task_limits(time_limit: float | None, memory_gib: float | None, device: str) -> TaskLimits:
+    """The request's limits, capped by this worker's."""
+    worker_seconds = _worker_limit(TIME_LIMIT_ENV, DEFAULT_TIME_LIMIT_S)
+    worker_memory = _worker_limit(MEMORY_LIMIT_ENV, machine_memory_gib() if device.startswith("cpu") else None)
+    seconds, memory = _lowest(time_limit, worker_seconds), _lowest(memory_gib, worker_memory)
+    return TaskLimits(seconds, memory, (seconds == time_limit, memory == memory_gib))
+
+
+def machine_memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / _GIB
+
+
+def _worker_limit(variable: str, default: float | None) -> float | None:
+    text = os.environ.get(variable)
+    if not text:
+        return default
     try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, before)
+        value = float(text)
+    except ValueError:
+        raise SpecError(f"{variable}={text!r} is not a number: give a limit, or 0 for none.") from None
+    return value if value > 0 else None
+
+
+def _lowest(*values: float | None) -> float | None:
+    given = [v for v in values if v]
+    return min(given) if given else None
 
 
 def out_of_memory(exc: BaseException) -> BaseException | None:
@@ -47,19 +72,20 @@ def out_of_memory(exc: BaseException) -> BaseException | None:
     return None
 
 
-def limit_error(exc: BaseException, timed_out: bool, time_limit: float | None,
-                memory_gib: float | None) -> ResourceLimitError | None:
+def limit_error(exc: BaseException, timed_out: bool, limits: TaskLimits) -> ResourceLimitError | None:
     """The error to fail with when `exc` came from a resource limit, else None."""
     if timed_out:
+        source = "--time-limit" if limits.asked[0] else f"the worker's {TIME_LIMIT_ENV}"
         return ResourceLimitError(
-            f"the task exceeded its time limit of {time_limit:g} s (--time-limit) and was stopped; "
-            "nothing was kept. Raise --time-limit, or shorten the work (fewer shape points, "
+            f"the task exceeded its time limit of {limits.seconds:g} s ({source}) and was stopped; "
+            "nothing was kept. Raise --time-limit (up to the worker's limit), or shorten the work (fewer shape points, "
             "--bench-seconds, --engine NAME)."
         )
     oom = out_of_memory(exc)
     if oom is None:
         return None
-    where = f"its memory limit of {memory_gib:g} GiB (--memory-limit)" if memory_gib else "the machine's memory"
+    source = "--memory-limit" if limits.asked[1] else f"the worker's {MEMORY_LIMIT_ENV}"
+    where = f"its memory limit of {limits.memory_gib:g} GiB ({source})" if limits.memory_gib else "the machine's memory"
     return ResourceLimitError(
         f"the task ran out of memory: it needed more than {where} ({first_line(oom)}); nothing "
         "was kept. Give it more memory (--memory-limit, a larger machine type) or smaller shapes."

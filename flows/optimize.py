@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from accelflow.core.runner import thread_count
-from accelflow.flows.limits import limit_error, memory_limit
+from accelflow.flows.limits import limit_error, task_limits
 from accelflow.flows.progress import Progress
 from accelflow.flows.request import OptimizeRequest, check_request
 from accelflow.flows.stages import Destination, build_all, overheads, publish_artifacts, publish_result
@@ -20,7 +20,7 @@ from accelflow.tasks import fetch, package, steps
 from accelflow.tasks.benchmark import TimingPlan
 from accelflow.tasks.context import ModelContext
 from accelflow.tasks.report import assemble, candidates_of, engine_notes, select
-from accelflow.tasks.runners import RunnerPool
+from accelflow.tasks.isolation import ModelProcess
 from prefect import flow
 
 from accelflow import engines
@@ -64,23 +64,26 @@ def optimize(request: OptimizeRequest):
     from prefect.states import Cancelled
 
     request, output = preflight(request)
+    limits = task_limits(request.time_limit, request.memory_limit_gb, request.device)
     created_output = not is_remote(output) and not os.path.exists(output)
-    staging = package.start_staging(output)
-    watcher = StopWatcher(flow_run.get_id(), time_limit=request.time_limit)
-    with watcher, memory_limit(request.memory_limit_gb), RunnerPool(engines.compute_device(request.device)) as pool:
+    dest = Destination(output, package.start_staging(output), str(flow_run.get_id()))
+    watcher = StopWatcher(flow_run.get_id(), time_limit=limits.seconds)
+    device = engines.compute_device(request.device)
+    with watcher, ModelProcess(dest.work_dir, device, limits.memory_gib) as process:
         try:
-            return _optimize_into(request, Destination(output, staging, str(flow_run.get_id())), pool)
+            return _optimize_into(request, dest, process)
         except BaseException as exc:
-            package.discard(staging, output if created_output else None)
+            process.kill()  # before the staging folder, its working directory, is removed
+            package.discard(dest.staging, output if created_output else None)
             if watcher.requested:
                 return Cancelled(message="stopped by the user; nothing was kept")
-            limited = limit_error(exc, watcher.timed_out, request.time_limit, request.memory_limit_gb)
+            limited = limit_error(exc, watcher.timed_out, limits)
             if limited is not None:
                 raise limited from exc
             raise
 
 
-def _optimize_into(request: OptimizeRequest, dest: Destination, pool: RunnerPool) -> dict:
+def _optimize_into(request: OptimizeRequest, dest: Destination, pool: ModelProcess) -> dict:
     progress, work = Progress(), dest.work_dir
     with progress.step("fetch model"):
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work, request.trust_model_code)
@@ -94,7 +97,7 @@ def _optimize_into(request: OptimizeRequest, dest: Destination, pool: RunnerPool
 
         return optimize_pipeline_into(request, fetched, ctx, dest, progress, pool)
     with progress.step("convert to ONNX"):
-        converted = steps.convert_to_onnx(ctx, request.qat, request.format_options())
+        converted = steps.convert_to_onnx(ctx, request.qat, request.format_options(), pool)
         ctx = ctx.converted(converted)
     with progress.step("build engines"):
         built = build_all(request, ctx, pool, progress)

@@ -17,11 +17,11 @@ from accelflow.tasks import package, pipeline, pipeline_e2e, pipeline_report, st
 from accelflow.tasks.benchmark import TimingPlan
 from accelflow.tasks.context import ModelContext
 from accelflow.tasks.report import candidates_of
-from accelflow.tasks.runners import RunnerPool
+from accelflow.tasks.isolation import ModelProcess
 
 
 def optimize_pipeline_into(request, fetched, ctx: ModelContext, dest: Destination, progress: Progress,
-                           pool: RunnerPool) -> dict:
+                           pool: ModelProcess) -> dict:
     """`ctx` is the pipeline's: its folder and the image's tensor information, parsed."""
     if request.qat:
         raise ModelMismatchError("--qat is for models trained with quantization-aware training; a Stable "
@@ -53,7 +53,7 @@ class _PipelineRun:
     """One pipeline task's networks as they go through the steps: each network's context,
     candidates, accuracies and the one chosen."""
 
-    def __init__(self, request, ctx: ModelContext, pool: RunnerPool, progress: Progress):
+    def __init__(self, request, ctx: ModelContext, pool: ModelProcess, progress: Progress):
         self.request, self.ctx, self.pool, self.progress = request, ctx, pool, progress
         self.settings = _settings(request)
         self.specs = steps.plan_components(ctx.model_file, ctx.spec)
@@ -90,9 +90,9 @@ class _PipelineRun:
 
     def end_to_end(self):
         """The image check, then the timing per image."""
-        optimized, points, notes = self._same_image()
-        pipeline_e2e.time_pipelines(self.pool, self.ctx.model_file, optimized, points, self.request.bench_seconds,
-                                    self.settings)
+        choice, points, notes = self._same_image()
+        points = self.pool.call(pipeline_e2e.time_pipelines, self.pool, self.ctx.model_file, choice, points,
+                                self.request.bench_seconds, self.settings)
         for p in points:
             self.progress.say(f"    {p.shape_point}: {p.benchmark.baseline.p50 / 1000:.2f} s -> "
                               f"{p.benchmark.optimized.p50 / 1000:.2f} s per call, {p.benchmark.speedup.ratio:.2f}x")
@@ -102,14 +102,14 @@ class _PipelineRun:
         """The optimized pipeline whose image passes, falling back to f32 for the networks chosen at
         reduced precision when their drift over the denoising steps adds up to too much."""
         notes, min_psnr = [], level_named(self.request.level).min_psnr_db
-        optimized, points = self._check_images(min_psnr)
+        choice, points = self._check_images(min_psnr)
         fallback = _full_precision(self.chosen, self.candidates, self.specs) if not all(p.passed for p in points) else None
         if fallback:
             notes.append(f"with the fastest networks the image's PSNR was {min(p.psnr_db for p in points):.1f} dB, "
                          f"below {min_psnr:g} dB; {', '.join(fallback)} kept in f32.")
             for name, pick in fallback.items():
                 _reselect(self.candidates[name], self.built[name], self.chosen, name, pick)
-            optimized, points = self._check_images(min_psnr)
+            choice, points = self._check_images(min_psnr)
         failed = [p for p in points if not p.passed]
         if failed:
             raise AccuracyError(
@@ -117,22 +117,22 @@ class _PipelineRun:
                 + "; ".join(f"{p.shape_point}: PSNR {p.psnr_db:.1f} dB (required >= {min_psnr:g} dB)" for p in failed)
                 + ". Try --level lossless."
             )
-        return optimized, points, notes
+        return choice, points, notes
 
     def _check_images(self, min_psnr: float):
         unet_lines = next(s.lines for s in self.specs if s.name == "unet")
-        path = self.ctx.model_file
-        optimized = pipeline_e2e.optimized_pipeline(self.pool, path, self.chosen, self.contexts, unet_lines)
-        points = pipeline_e2e.check_images(self.pool, path, optimized, self.ctx.spec, min_psnr, self.settings)
+        choice = pipeline_e2e.Choice(dict(self.chosen), dict(self.contexts), unet_lines)
+        points = self.pool.call(pipeline_e2e.check_images, self.pool, self.ctx.model_file, choice, self.ctx.spec,
+                                min_psnr, self.settings)
         for p in points:
             self.progress.say(f"    image {p.shape_point}: PSNR {p.psnr_db:.1f} dB (required >= {p.min_psnr_db:g})")
-        return optimized, points
+        return choice, points
 
     def report(self, fetched, points, notes):
         components = [pipeline_report.component_report(s, self.converted[s.name], self.candidates[s.name],
                                                        next(c for c in self.candidates[s.name] if c.selected))
                       for s in self.specs]
-        summary = PipelineReport(type(pipeline.original(self.pool, self.ctx.model_file)).__name__,
+        summary = PipelineReport(self.pool.call(pipeline.pipeline_class, self.pool, self.ctx.model_file),
                                  self.settings.prompt, self.settings.steps, self.settings.guidance_scale,
                                  self.settings.seed, points)
         timings = dict(self.progress.timings, **overheads(self.request, self.progress))
@@ -160,9 +160,8 @@ def _reselect(candidates: list, built: list, chosen: dict, name: str, pick) -> N
 def _package(run: _PipelineRun, fetched, report, dest: Destination) -> dict:
     from accelflow.reports.render import write_report
 
-    pipe = pipeline.original(run.pool, fetched.model_file)
-    folder, carried = pipeline_report.pipeline_folder(fetched.model_file, dest.work_dir,
-                                                      run.specs, run.chosen, run.converted, pipe)
+    folder, carried = run.pool.call(pipeline_report.pipeline_folder, run.pool, fetched.model_file, dest.work_dir,
+                                    run.specs, run.chosen, run.converted)
     manifest = pipeline_report.manifest_for(run.request.name, run.request, fetched, report, carried)
     package.package_result(dest.staging, folder, manifest, report, write_report)
     return publish_result(dest, run.request, fetched, report)

@@ -14,12 +14,12 @@ from accelflow.flows.runs import RESULT_ARTIFACT, run_has_ended
 from accelflow.tasks import publish, steps
 from accelflow.tasks.context import ModelContext
 from accelflow.tasks.package import Staging
-from accelflow.tasks.runners import RunnerPool
+from accelflow.tasks.isolation import ModelProcess
 
 from accelflow import engines
 
 
-def build_all(request: OptimizeRequest, ctx: ModelContext, pool: RunnerPool, progress: Progress) -> list:
+def build_all(request: OptimizeRequest, ctx: ModelContext, pool: ModelProcess, progress: Progress) -> list:
     """Every candidate engine and precision for the request's level and device, built from ctx's ONNX."""
     built = []
     for engine, precision in engines.candidates(request.level, request.device, request.engine,

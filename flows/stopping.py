@@ -8,6 +8,7 @@ thread running the flow. The flow then removes its partial output and ends Cance
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
 import time
@@ -51,12 +52,13 @@ class StopWatcher:
     def _watch(self) -> None:
         from prefect.client.orchestration import get_client
 
-        with get_client(sync_client=True) as client:
+        # No flow run to watch (a plain function call): only the clock, and no Prefect client.
+        with get_client(sync_client=True) if self.flow_run_id is not None else contextlib.nullcontext() as client:
             while not self._done.wait(self.interval):
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     self._interrupt("timed_out", TimeLimitReached)
                     return
-                if self.flow_run_id is not None and _is_cancelling(client, self.flow_run_id):
+                if client is not None and _is_cancelling(client, self.flow_run_id):
                     self._interrupt("requested", StopRequested)
                     return
 

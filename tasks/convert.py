@@ -38,8 +38,11 @@ def example_arrays(spec, seed: int = 0) -> list[np.ndarray]:
     return spec.flatten(args, kwargs)
 
 
-def convert_to_onnx(ctx: ModelContext, qat: bool = False, options: dict | None = None) -> ConvertedModel:
+def convert_to_onnx(ctx: ModelContext, qat: bool = False, options: dict | None = None, pool=None) -> ConvertedModel:
     """The model as ONNX, with input names and dynamic axes from the tensor information.
+
+    `pool` is unused here: the flow passes its ModelProcess so that the step runs there
+    (tasks/steps.py), since converting loads the model.
 
     For a QAT model the ONNX graph must carry quantize/dequantize pairs (fake-quantize
     operations export as QuantizeLinear/DequantizeLinear), or there is nothing to run as INT8.

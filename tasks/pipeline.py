@@ -29,6 +29,11 @@ def original(pool: RunnerPool, path: str):
     return pool.load(("pipeline", path), lambda: diffusers_pipeline.load(path))
 
 
+def pipeline_class(pool: RunnerPool, path: str) -> str:
+    """The original pipeline's class name (the report names it)."""
+    return type(original(pool, path)).__name__
+
+
 def plan_components(path: str, spec: tensor_info.TensorInfo) -> list[diffusers_pipeline.ComponentSpec]:
     """The networks to optimize and their tensor information; refused before any model loads."""
     diffusers_pipeline.read_index(path)

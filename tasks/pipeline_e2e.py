@@ -49,9 +49,29 @@ class _Call:
     seconds: dict[str, float]  # per network, this call
 
 
-def optimized_pipeline(pool: RunnerPool, path: str, chosen: dict, contexts: dict, unet_lines: list[str]):
-    """The original pipeline class around the chosen candidates, with fresh scheduler state.
-    `contexts` holds each network's converted ModelContext."""
+@dataclass(frozen=True)
+class Choice:
+    """The networks chosen for the optimized pipeline: each one's built candidate, its converted
+    ModelContext, and the UNet's tensor information."""
+
+    chosen: dict
+    contexts: dict
+    unet_lines: list[str]
+
+    def key(self) -> tuple:
+        return ("optimized pipeline", *sorted((name, b.folder) for name, b in self.chosen.items()))
+
+
+def optimized_pipeline(pool: RunnerPool, path: str, choice):
+    """The original pipeline class around the chosen candidates, loaded once per choice (or
+    `choice` itself when it is a pipeline already: the original, checked against itself)."""
+    if not isinstance(choice, Choice):
+        return choice
+    return pool.load(choice.key(), lambda: _assembled(pool, path, choice.chosen, choice.contexts, choice.unet_lines))
+
+
+def _assembled(pool: RunnerPool, path: str, chosen: dict, contexts: dict, unet_lines: list[str]):
+    """A new pipeline of the original's class around the candidates, with fresh scheduler state."""
     from accelflow.engines.pipeline_result import assemble, networks_from, unet_batches
 
     base = original(pool, path)
@@ -72,10 +92,10 @@ def image_points(spec: tensor_info.TensorInfo) -> list[tuple[str, int, int, int]
             for p in spec.shape_points()]
 
 
-def check_images(pool: RunnerPool, path: str, optimized, spec: tensor_info.TensorInfo, min_psnr: float,
+def check_images(pool: RunnerPool, path: str, choice, spec: tensor_info.TensorInfo, min_psnr: float,
                  settings: Settings) -> list[PipelinePoint]:
     """One image call of each pipeline per shape point, compared by PSNR."""
-    base, points = original(pool, path), []
+    base, optimized, points = original(pool, path), optimized_pipeline(pool, path, choice), []
     for label, n, h, w in image_points(spec):
         ref = _call(base, False, n, h, w, settings).images
         got = _call(optimized, True, n, h, w, settings).images
@@ -90,10 +110,10 @@ def psnr(reference: np.ndarray, image: np.ndarray) -> float:
     return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * math.log10(1.0 / mse))
 
 
-def time_pipelines(pool: RunnerPool, path: str, optimized, points: list[PipelinePoint], seconds: float,
-                   settings: Settings) -> None:
-    """Fill each point's end-to-end benchmark and per-network seconds per image."""
-    base = original(pool, path)
+def time_pipelines(pool: RunnerPool, path: str, choice, points: list[PipelinePoint], seconds: float,
+                   settings: Settings) -> list[PipelinePoint]:
+    """The points with their end-to-end benchmark and per-network seconds per image filled in."""
+    base, optimized = original(pool, path), optimized_pipeline(pool, path, choice)
     for point in points:
         n, _, h, w = point.shapes["image"]
         calls: dict[str, list[_Call]] = {"baseline": [], "optimized": []}
@@ -106,6 +126,7 @@ def time_pipelines(pool: RunnerPool, path: str, optimized, points: list[Pipeline
         point.benchmark = _benchmark(point, calls, n)
         point.baseline_seconds = _per_image(calls["baseline"], n)
         point.optimized_seconds = _per_image(calls["optimized"], n)
+    return points
 
 
 def _done(calls: dict, elapsed: float, seconds: float) -> bool:

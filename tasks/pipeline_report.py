@@ -84,13 +84,16 @@ def _component_notes(level: str, components: list[ComponentReport]) -> list[str]
 # ---------------------------------------------------------------- result folder
 
 
-def pipeline_folder(path: str, work: str, specs: list, chosen: dict, converted: dict, pipe) -> tuple[str, list[str]]:
+def pipeline_folder(pool, path: str, work: str, specs: list, chosen: dict, converted: dict) -> tuple[str, list[str]]:
     """<work>/pipeline: the original model_index.json and small components (tokenizer, scheduler,
     ...) as saved by diffusers, and one optimized model folder per network. Returns the folder
-    and the names of the components copied as they were."""
+    and the names of the components copied as they were. (`pool` holds the original pipeline,
+    whose network configs each network folder keeps.)"""
     from accelflow.engines.pipeline_result import CONFIG
     from accelflow.engines.result import write_manifest
+    from accelflow.tasks.pipeline import original
 
+    pipe = original(pool, path)
     folder = os.path.join(work, "pipeline")
     os.makedirs(folder)
     shutil.copy2(os.path.join(path, diffusers_pipeline.INDEX), folder)

@@ -1,8 +1,15 @@
-"""The thin Prefect @task wrappers of the plain step functions (which import no Prefect)."""
+"""The thin Prefect @task wrappers of the plain step functions (which import no Prefect).
+
+A step that loads or runs the model runs in the task's model process (tasks/isolation.py),
+the ModelProcess the flow passes as its `pool` argument; the others run in the flow's process.
+"""
 
 from __future__ import annotations
 
+import functools
+
 from accelflow.tasks import benchmark, build, convert, fetch, pipeline, verify
+from accelflow.tasks.isolation import ModelProcess
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -13,15 +20,26 @@ def as_step(fn, name: str):
     return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
+def in_model_process(fn, name: str):
+    """`fn` as a step whose body runs in the model process found among its arguments."""
+
+    @functools.wraps(fn)
+    def step(*args):
+        process = next(a for a in args if isinstance(a, ModelProcess))
+        return process.call(fn, *args)
+
+    return as_step(step, name)
+
+
 fetch_model = as_step(fetch.fetch_model, "fetch model")
 parse_tensor_info = as_step(convert.parse_tensor_info, "parse tensor information")
-convert_to_onnx = as_step(convert.convert_to_onnx, "convert to ONNX")
-build_candidate = as_step(build.build_candidate, "build engine")
-verify_accuracy = as_step(verify.verify_candidates, "verify accuracy")
-benchmark_candidates = as_step(benchmark.benchmark_candidates, "benchmark")
+convert_to_onnx = in_model_process(convert.convert_to_onnx, "convert to ONNX")
+build_candidate = in_model_process(build.build_candidate, "build engine")
+verify_accuracy = in_model_process(verify.verify_candidates, "verify accuracy")
+benchmark_candidates = in_model_process(benchmark.benchmark_candidates, "benchmark")
 
 # A Stable Diffusion pipeline's networks (tasks/pipeline.py).
 plan_components = as_step(pipeline.plan_components, "plan pipeline components")
-export_component = as_step(pipeline.export_component, "convert component to ONNX")
-verify_component = as_step(pipeline.verify_component, "verify component accuracy")
-benchmark_component = as_step(pipeline.benchmark_component, "benchmark component")
+export_component = in_model_process(pipeline.export_component, "convert component to ONNX")
+verify_component = in_model_process(pipeline.verify_component, "verify component accuracy")
+benchmark_component = in_model_process(pipeline.benchmark_component, "benchmark component")

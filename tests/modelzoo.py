@@ -200,3 +200,34 @@ def deep_mlp_torchscript(folder: str, layers: int = 48, width: int = 384) -> str
     torch.manual_seed(0)
     blocks = [m for _ in range(layers) for m in (nn.Linear(width, width), nn.ReLU())]
     return save_traced(nn.Sequential(*blocks).eval(), (torch.randn(2, width),), os.path.join(folder, "deep.pt"))
+
+
+def endless_loop_onnx(folder: str) -> str:
+    """y = x + 10^15: an ONNX Loop adding 1 to x 10^15 times, run natively inside ONNX Runtime or
+    OpenVINO, where no Python exception reaches it (only killing the process stops it)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["v_in", "one"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "keep_going", "x"], ["y"], body=body)],
+        "endless", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("trips", TensorProto.INT64, [], [10**15]),
+         helper.make_tensor("keep_going", TensorProto.BOOL, [], [True])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = os.path.join(folder, "endless.onnx")
+    onnx.save(model, path)
+    return path

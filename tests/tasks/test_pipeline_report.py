@@ -18,7 +18,6 @@ from accelflow.reports.stats import latency_stats
 from accelflow.tasks.build import BuiltCandidate
 from accelflow.tasks.convert import ConvertedModel
 from accelflow.tasks.fetch import FetchedModel
-from accelflow.tasks.pipeline import original
 from accelflow.tasks.pipeline_report import assemble, component_report, manifest_for, pipeline_folder
 from accelflow.tasks.report import candidates_of, select
 
@@ -91,8 +90,8 @@ def test_the_result_folder_holds_each_network_and_the_pipelines_own_files(vae_de
     pool, ctx, component, built = vae_decoder
     converted = ConvertedModel(ctx.onnx_path, ctx.io, 0.5)
     candidate_folder = built.folder
-    folder, carried = pipeline_folder(tiny_sd, str(tmp_path), [component], {"vae_decoder": built},
-                                      {"vae_decoder": converted}, original(pool, tiny_sd))
+    folder, carried = pipeline_folder(pool, tiny_sd, str(tmp_path), [component], {"vae_decoder": built},
+                                      {"vae_decoder": converted})
     assert folder == str(tmp_path / "pipeline") and sorted(carried) == ["scheduler", "tokenizer"]
     assert sorted(os.listdir(folder)) == ["model_index.json", "scheduler", "tokenizer", "vae_decoder"]
     assert not os.path.exists(candidate_folder)  # moved, not copied
