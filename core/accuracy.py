@@ -13,10 +13,12 @@ with scale = max |reference| of that output. The defaults per level are in core/
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 
 import numpy as np
+from accelflow.core import quotas
 from accelflow.core.errors import SpecError, first_line
 from accelflow.core.levels import gate_named
 
@@ -71,23 +73,84 @@ def random_draws(spec, int_ranges=None, per_shape: int = DRAWS_PER_SHAPE, seed: 
 
 
 def sample_draws(spec, path: str) -> list[Draw]:
-    """User samples from an .npz: keys `<element>` (one draw) or `<k>/<element>` (draw k).
-
-    np.load with allow_pickle=False: a sample file can never run code.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise SpecError(
-            f"--samples {path} is not an .npz of plain arrays ({first_line(exc)}). Save it with "
-            "np.savez(path, element_name=array, ...); arrays of Python objects are never loaded."
-        ) from exc
+    """User samples from an .npz: keys `<element>` (one draw) or `<k>/<element>` (draw k)."""
+    arrays = read_samples(path)
     groups: dict[str, dict[str, np.ndarray]] = {}
     for key, value in arrays.items():
         draw, _, element = key.rpartition("/")
         groups.setdefault(draw or "0", {})[element] = value
     return [_sample_draw(spec, name, values, path) for name, values in sorted(groups.items())]
+
+
+def read_samples(path: str, limit: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a --samples .npz by key, as np.load gives them, read so that the file's
+    author can neither run code nor exhaust memory.
+
+    Every member's size is checked against `limit` (ACCELFLOW_MAX_SAMPLES_GB by default) from
+    the zip's central directory and from the first bytes of its .npy header before any array
+    data is decompressed: a few MB of zip can otherwise unpack to many GB. Arrays are read with
+    allow_pickle=False, so an array of Python objects is refused, never unpickled. Call it at
+    preflight to refuse a bad file before any work.
+    """
+    limit = quotas.max_samples_bytes() if limit is None else limit
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            _check_sample_sizes(archive, members, path, limit)
+            return {info.filename[: -len(".npy")]: _read_member(archive, info) for info in members}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise SpecError(
+            f"--samples {path} is not an .npz of plain arrays ({first_line(exc)}). Save it with "
+            "np.savez(path, element_name=array, ...); arrays of Python objects are never loaded."
+        ) from exc
+
+
+def _check_sample_sizes(archive: zipfile.ZipFile, members: list, path: str, limit: int) -> None:
+    total = 0
+    for info in members:
+        if not info.filename.endswith(".npy"):
+            raise SpecError(f"--samples {path}: member {info.filename!r} is not an array (.npy); a samples "
+                            "file holds arrays only, as np.savez writes them.")
+        total += info.file_size  # the zip's own record: nothing is decompressed yet
+        _refuse_over(total, limit, path, info.filename, f"unpacks to {quotas.size_text(info.file_size)}")
+        shape, dtype = _npy_header(archive, info)
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects, which are never unpickled "
+                             "(allow_pickle=False)")
+        data_bytes = math.prod(shape) * dtype.itemsize
+        total += max(0, data_bytes - info.file_size)
+        _refuse_over(total, limit, path, info.filename,
+                     f"claims an array of shape {shape} and dtype {dtype} ({quotas.size_text(data_bytes)})")
+        if data_bytes > info.file_size:  # the reader would fail later anyway; say why now
+            raise SpecError(f"--samples {path}: member {info.filename!r} claims an array of shape {shape} "
+                            f"and dtype {dtype} ({data_bytes} bytes) but holds only {info.file_size} bytes.")
+
+
+def _refuse_over(total: int, limit: int, path: str, member: str, what: str) -> None:
+    if total > limit:
+        raise SpecError(
+            f"--samples {path}: member {member!r} {what}; the samples would take {quotas.size_text(total)} "
+            f"or more, more than this worker's limit of {quotas.size_text(limit)} ({quotas.SAMPLES_GB_ENV}). "
+            "Give fewer or smaller samples.")
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the first bytes of a member: the .npy magic and header only."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:  # 3.0 only serves structured dtypes with non-Latin-1 field names: no input array
+            raise ValueError(f"member {info.filename!r} has .npy format version {version}; save it with np.savez")
+    return tuple(int(d) for d in shape), dtype
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    # read_array reads a stream in small chunks into an array of the header's (checked) size.
+    with archive.open(info) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
 
 
 def _sample_draw(spec, name: str, values: dict, path: str) -> Draw:
