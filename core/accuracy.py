@@ -13,6 +13,7 @@ with scale = max |reference| of that output. The defaults per level are in core/
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zipfile
 from dataclasses import dataclass
@@ -84,25 +85,53 @@ def sample_draws(spec, path: str) -> list[Draw]:
 
 def read_samples(path: str, limit: int | None = None) -> dict[str, np.ndarray]:
     """The arrays of a --samples .npz by key, as np.load gives them, read so that the file's
-    author can neither run code nor exhaust memory.
-
-    Every member's size is checked against `limit` (ACCELFLOW_MAX_SAMPLES_GB by default) from
-    the zip's central directory and from the first bytes of its .npy header before any array
-    data is decompressed: a few MB of zip can otherwise unpack to many GB. Arrays are read with
-    allow_pickle=False, so an array of Python objects is refused, never unpickled. Call it at
-    preflight to refuse a bad file before any work.
-    """
-    limit = quotas.max_samples_bytes() if limit is None else limit
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = [info for info in archive.infolist() if not info.is_dir()]
-            _check_sample_sizes(archive, members, path, limit)
+    author can neither run code nor exhaust memory: `check_samples` first, then each array
+    with allow_pickle=False, streamed into an array of its checked size."""
+    with _samples_archive(path) as archive:
+        members = _checked_members(archive, path, limit)
+        try:
             return {info.filename[: -len(".npy")]: _read_member(archive, info) for info in members}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
-        raise SpecError(
-            f"--samples {path} is not an .npz of plain arrays ({first_line(exc)}). Save it with "
-            "np.savez(path, element_name=array, ...); arrays of Python objects are never loaded."
-        ) from exc
+        except _UNREADABLE as exc:
+            raise _not_plain_arrays(path, exc) from exc
+
+
+def check_samples(path: str, limit: int | None = None) -> None:
+    """Refuse a --samples .npz whose arrays would take more than `limit` bytes
+    (ACCELFLOW_MAX_SAMPLES_GB by default), hold Python objects or are not arrays at all.
+
+    Sizes come from the zip's central directory and from the first bytes of each .npy header;
+    no array data is decompressed (a few MB of zip can otherwise unpack to many GB). Cheap
+    enough for a preflight check, before any work.
+    """
+    with _samples_archive(path) as archive:
+        _checked_members(archive, path, limit)
+
+
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError)
+
+
+@contextlib.contextmanager
+def _samples_archive(path: str):
+    try:
+        archive = zipfile.ZipFile(path)
+    except _UNREADABLE as exc:
+        raise _not_plain_arrays(path, exc) from exc
+    with archive:
+        yield archive
+
+
+def _not_plain_arrays(path: str, exc: BaseException) -> SpecError:
+    return SpecError(f"--samples {path} is not an .npz of plain arrays ({first_line(exc)}). Save it with "
+                     "np.savez(path, element_name=array, ...); arrays of Python objects are never loaded.")
+
+
+def _checked_members(archive: zipfile.ZipFile, path: str, limit: int | None) -> list[zipfile.ZipInfo]:
+    members = [info for info in archive.infolist() if not info.is_dir()]
+    try:
+        _check_sample_sizes(archive, members, path, quotas.max_samples_bytes() if limit is None else limit)
+    except _UNREADABLE as exc:
+        raise _not_plain_arrays(path, exc) from exc
+    return members
 
 
 def _check_sample_sizes(archive: zipfile.ZipFile, members: list, path: str, limit: int) -> None:

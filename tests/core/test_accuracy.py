@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from accelflow.core import tensor_info
-from accelflow.core.accuracy import compare, random_draws, read_samples, sample_draws, tolerances
+from accelflow.core.accuracy import check_samples, compare, random_draws, read_samples, sample_draws, tolerances
 from accelflow.core.errors import SpecError
 
 from tests import zipbomb
@@ -183,3 +183,14 @@ def test_a_plain_npy_is_not_an_npz(tmp_path):
     np.save(path, np.ones(3))
     with pytest.raises(SpecError, match="is not an .npz of plain arrays"):
         read_samples(str(path))
+
+
+def test_check_samples_is_the_preflight_of_the_same_checks(tmp_path):
+    good, bomb = tmp_path / "good.npz", tmp_path / "bomb.npz"
+    np.savez(good, input_0=np.ones((1, 3), np.float32))
+    assert check_samples(str(good)) is None
+    zipbomb.zip_bomb_npz(str(bomb))
+    with pytest.raises(SpecError, match="member 'input_0.npy' unpacks to 20.0 GiB"):
+        check_samples(str(bomb))
+    with pytest.raises(SpecError, match="limit of 12 bytes"):
+        check_samples(str(good), limit=12)
