@@ -11,11 +11,11 @@ staging folders (.partial-*) untouched for an hour go too: their writer died mid
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
-import contextlib
 import shutil
 import tempfile
 import time
