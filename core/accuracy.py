@@ -13,10 +13,13 @@ with scale = max |reference| of that output. The defaults per level are in core/
 
 from __future__ import annotations
 
+import contextlib
+import math
 import zipfile
 from dataclasses import dataclass
 
 import numpy as np
+from accelflow.core import quotas
 from accelflow.core.errors import SpecError, first_line
 from accelflow.core.levels import gate_named
 
@@ -71,23 +74,112 @@ def random_draws(spec, int_ranges=None, per_shape: int = DRAWS_PER_SHAPE, seed: 
 
 
 def sample_draws(spec, path: str) -> list[Draw]:
-    """User samples from an .npz: keys `<element>` (one draw) or `<k>/<element>` (draw k).
-
-    np.load with allow_pickle=False: a sample file can never run code.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise SpecError(
-            f"--samples {path} is not an .npz of plain arrays ({first_line(exc)}). Save it with "
-            "np.savez(path, element_name=array, ...); arrays of Python objects are never loaded."
-        ) from exc
+    """User samples from an .npz: keys `<element>` (one draw) or `<k>/<element>` (draw k)."""
+    arrays = read_samples(path)
     groups: dict[str, dict[str, np.ndarray]] = {}
     for key, value in arrays.items():
         draw, _, element = key.rpartition("/")
         groups.setdefault(draw or "0", {})[element] = value
     return [_sample_draw(spec, name, values, path) for name, values in sorted(groups.items())]
+
+
+def read_samples(path: str, limit: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a --samples .npz by key, as np.load gives them, read so that the file's
+    author can neither run code nor exhaust memory: `check_samples` first, then each array
+    with allow_pickle=False, streamed into an array of its checked size."""
+    with _samples_archive(path) as archive:
+        members = _checked_members(archive, path, limit)
+        try:
+            return {info.filename[: -len(".npy")]: _read_member(archive, info) for info in members}
+        except _UNREADABLE as exc:
+            raise _not_plain_arrays(path, exc) from exc
+
+
+def check_samples(path: str, limit: int | None = None) -> None:
+    """Refuse a --samples .npz whose arrays would take more than `limit` bytes
+    (ACCELFLOW_MAX_SAMPLES_GB by default), hold Python objects or are not arrays at all.
+
+    Sizes come from the zip's central directory and from the first bytes of each .npy header;
+    no array data is decompressed (a few MB of zip can otherwise unpack to many GB). Cheap
+    enough for a preflight check, before any work.
+    """
+    with _samples_archive(path) as archive:
+        _checked_members(archive, path, limit)
+
+
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError)
+
+
+@contextlib.contextmanager
+def _samples_archive(path: str):
+    try:
+        archive = zipfile.ZipFile(path)
+    except _UNREADABLE as exc:
+        raise _not_plain_arrays(path, exc) from exc
+    with archive:
+        yield archive
+
+
+def _not_plain_arrays(path: str, exc: BaseException) -> SpecError:
+    return SpecError(f"--samples {path} is not an .npz of plain arrays ({first_line(exc)}). Save it with "
+                     "np.savez(path, element_name=array, ...); arrays of Python objects are never loaded.")
+
+
+def _checked_members(archive: zipfile.ZipFile, path: str, limit: int | None) -> list[zipfile.ZipInfo]:
+    members = [info for info in archive.infolist() if not info.is_dir()]
+    try:
+        _check_sample_sizes(archive, members, path, quotas.max_samples_bytes() if limit is None else limit)
+    except _UNREADABLE as exc:
+        raise _not_plain_arrays(path, exc) from exc
+    return members
+
+
+def _check_sample_sizes(archive: zipfile.ZipFile, members: list, path: str, limit: int) -> None:
+    total = 0
+    for info in members:
+        if not info.filename.endswith(".npy"):
+            raise SpecError(f"--samples {path}: member {info.filename!r} is not an array (.npy); a samples "
+                            "file holds arrays only, as np.savez writes them.")
+        total += info.file_size  # the zip's own record: nothing is decompressed yet
+        _refuse_over(total, limit, path, info.filename, f"unpacks to {quotas.size_text(info.file_size)}")
+        shape, dtype = _npy_header(archive, info)
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects, which are never unpickled "
+                             "(allow_pickle=False)")
+        data_bytes = math.prod(shape) * dtype.itemsize
+        total += max(0, data_bytes - info.file_size)
+        _refuse_over(total, limit, path, info.filename,
+                     f"claims an array of shape {shape} and dtype {dtype} ({quotas.size_text(data_bytes)})")
+        if data_bytes > info.file_size:  # the reader would fail later anyway; say why now
+            raise SpecError(f"--samples {path}: member {info.filename!r} claims an array of shape {shape} "
+                            f"and dtype {dtype} ({data_bytes} bytes) but holds only {info.file_size} bytes.")
+
+
+def _refuse_over(total: int, limit: int, path: str, member: str, what: str) -> None:
+    if total > limit:
+        raise SpecError(
+            f"--samples {path}: member {member!r} {what}; the samples would take {quotas.size_text(total)} "
+            f"or more, more than this worker's limit of {quotas.size_text(limit)} ({quotas.SAMPLES_GB_ENV}). "
+            "Give fewer or smaller samples.")
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the first bytes of a member: the .npy magic and header only."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:  # 3.0 only serves structured dtypes with non-Latin-1 field names: no input array
+            raise ValueError(f"member {info.filename!r} has .npy format version {version}; save it with np.savez")
+    return tuple(int(d) for d in shape), dtype
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    # read_array reads a stream in small chunks into an array of the header's (checked) size.
+    with archive.open(info) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
 
 
 def _sample_draw(spec, name: str, values: dict, path: str) -> Draw:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import ml_dtypes
 import numpy as np
+from accelflow.core import quotas
 from accelflow.core.errors import SpecError
 
 MAX_DIM = 2**31 - 1
@@ -268,6 +269,15 @@ class _Step:
     index: int  # where the step starts in the line
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """What one tensor information may ask for: elements per tensor, shape points, input bytes."""
+
+    elements: int
+    points: int
+    input_bytes: int
+
+
 @dataclass
 class _Line:
     no: int
@@ -277,11 +287,20 @@ class _Line:
     shape: ShapeSpec | None
 
 
-def parse(text_or_lines, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> TensorInfo:
-    """Parse tensor information (one string, or a list of lines); SpecError lists all problems."""
+def parse(text_or_lines, *, max_elements: int = DEFAULT_MAX_ELEMENTS, max_shape_points: int | None = None,
+          max_input_bytes: int | None = None) -> TensorInfo:
+    """Parse tensor information (one string, or a list of lines); SpecError lists all problems.
+
+    Refused as well: more shape points than ACCELFLOW_MAX_SHAPE_POINTS, and more input bytes at
+    a shape point than ACCELFLOW_MAX_INPUT_GB (the worker operator's caps, core/quotas.py), so
+    that a submitter cannot make a worker build, check and time without end.
+    """
+    limits = _Limits(max_elements,
+                     quotas.max_shape_points() if max_shape_points is None else max_shape_points,
+                     quotas.max_input_bytes() if max_input_bytes is None else max_input_bytes)
     records, problems = [], []
     for no, raw in enumerate(_split_lines(text_or_lines), 1):
-        record = _parse_line(no, raw, max_elements, problems)
+        record = _parse_line(no, raw, limits, problems)
         if record is not None:
             records.append(record)
     if not records and not problems:
@@ -294,6 +313,7 @@ def parse(text_or_lines, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> TensorI
         raise _error(problems)
     leaves: list[TensorSpec] = []
     _collect_leaves(root, (), leaves)
+    _check_totals(leaves, limits)
     return TensorInfo(tuple(leaves), "args" if root.kind == "arg" else "kwargs")
 
 
@@ -310,7 +330,7 @@ def _split_lines(text_or_lines) -> list[str]:
     return lines
 
 
-def _parse_line(no: int, raw: str, max_elements: int, problems: list) -> _Line | None:
+def _parse_line(no: int, raw: str, limits: _Limits, problems: list) -> _Line | None:
     """The line's parts, or None for a blank / comment line or an unreadable element."""
     norm = raw.translate(_NORMALISE)
     span = _content_span(norm)
@@ -324,7 +344,7 @@ def _parse_line(no: int, raw: str, max_elements: int, problems: list) -> _Line |
         return None
     bad: list[_Bad] = []
     steps = _guarded(bad, _parse_element, norm, raw, a, colon)
-    typed = _guarded(bad, _parse_type_and_shape, norm, colon + 1, b, max_elements)
+    typed = _guarded(bad, _parse_type_and_shape, norm, colon + 1, b, limits)
     problems.extend(Problem(no, e.index + 1, raw, e.message) for e in bad)
     if steps is None:
         return None
@@ -464,7 +484,7 @@ def _index(digits: str, at: int) -> int:
 # -- dtype and shape
 
 
-def _parse_type_and_shape(norm: str, a: int, b: int, max_elements: int):
+def _parse_type_and_shape(norm: str, a: int, b: int, limits: _Limits):
     """(canonical dtype, ShapeSpec) of the text after the ':'."""
     opening = norm.find("(", a, b)
     if opening < 0:
@@ -474,9 +494,9 @@ def _parse_type_and_shape(norm: str, a: int, b: int, max_elements: int):
         raise _Bad(b, "missing ')' at the end of the shape")
     bad: list[_Bad] = []
     dtype = _guarded(bad, _parse_dtype, norm, a, opening)
-    shape = _guarded(bad, _parse_shape, norm, opening + 1, b - 1)
-    if shape is not None and shape.max_elements > max_elements:
-        bad.append(_Bad(opening + 1, _too_big(shape, max_elements)))
+    shape = _guarded(bad, _parse_shape, norm, opening + 1, b - 1, limits.points)
+    if shape is not None and shape.max_elements > limits.elements:
+        bad.append(_Bad(opening + 1, _too_big(shape, limits.elements)))
     if len(bad) > 1:  # both parts are wrong: report both, at their own columns
         raise _Several(bad)
     if bad:
@@ -503,13 +523,13 @@ def _parse_dtype(norm: str, a: int, b: int) -> str:
     return canonical
 
 
-def _parse_shape(norm: str, a: int, b: int) -> ShapeSpec:
+def _parse_shape(norm: str, a: int, b: int, max_points: int) -> ShapeSpec:
     a, b = _strip(norm, a, b)
     if a == b:
         raise _Bad(a, "empty shape: a scalar (rank 0) tensor cannot be described; give at "
                    "least one dimension, e.g. (1)")
     if norm[a] == "[":
-        return _parse_choices(norm, a, b)
+        return _parse_choices(norm, a, b, max_points)
     parts = _split(norm, a, b, ",")
     if len(parts) > 2:
         raise _Bad(parts[2][0], "a continuous dynamic shape is two sizes, min,max; list "
@@ -531,9 +551,16 @@ def _check_range(sizes, max_at: int) -> None:
                        f"({lo} > {hi})")
 
 
-def _parse_choices(norm: str, a: int, b: int) -> ShapeSpec:
+def _parse_choices(norm: str, a: int, b: int, max_points: int) -> ShapeSpec:
     if norm[b - 1] != "]" or b - 1 == a:
         raise _Bad(b, "missing ']' at the end of the list of sizes")
+    # Counted before anything is split or parsed: a list of a million sizes costs one scan.
+    count = norm.count(",", a + 1, b - 1) + 1
+    if count > max_points:
+        raise _Bad(a, f"{count} sizes in one list: each is a shape point of its own (a full build, "
+                   f"accuracy check and benchmark), and this worker takes at most {max_points} shape "
+                   f"points per task ({quotas.SHAPE_POINTS_ENV}); list fewer sizes, or give the "
+                   "dynamic dimension as a range min,max")
     parts = _split(norm, a + 1, b - 1, ",")
     if parts == [_strip(norm, a + 1, b - 1)] and parts[0][0] == parts[0][1]:
         raise _Bad(a, "empty list of sizes: give at least one size, e.g. [1*3,2*3]")
@@ -698,6 +725,31 @@ def _steps_name(steps: list[_Step]) -> str:
 def _path_name(path) -> str:
     forms = {"arg": "input_{}", "kwarg": "{}", "list": "[{}]", "tuple": "({})", "dict": "[{}]"}
     return "".join(forms[kind].format(key) for kind, key in path)
+
+
+# -- totals over all leaves
+
+
+def _check_totals(leaves, limits: _Limits) -> None:
+    """The caps on the whole input: shape points, and input bytes at each shape point."""
+    # Bounded: no list of sizes is longer than limits.points (refused per line above), so
+    # at most limits.points + 3 points are built here.
+    points = _shape_points(leaves)
+    if len(points) > limits.points:
+        raise _error([Problem(0, 0, "", (
+            f"the tensor information makes {len(points)} shape points ({', '.join(p.label for p in points[:5])}"
+            f"{', ...' if len(points) > 5 else ''}), more than this worker's limit of {limits.points} "
+            f"per task ({quotas.SHAPE_POINTS_ENV}): each is a full build, accuracy check and benchmark; "
+            "list fewer sizes"))])
+    itemsize = {leaf.name: numpy_dtype(leaf.dtype).itemsize for leaf in leaves}
+    for point in points:
+        total = sum(math.prod(shape) * itemsize[name] for name, shape in point.shapes.items())
+        if total > limits.input_bytes:
+            raise _error([Problem(0, 0, "", (
+                f"at shape point {point.label!r} the inputs take {quotas.size_text(total)} ({total} bytes), "
+                f"more than this worker's limit of {quotas.size_text(limits.input_bytes)} per shape point "
+                f"({quotas.INPUT_GB_ENV}); refused so that nothing that large is ever allocated: "
+                "give smaller sizes"))])
 
 
 # -- errors

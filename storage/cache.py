@@ -5,19 +5,26 @@ The key is a hash of the model file's bytes, the format, the canonical tensor in
 and the converter's versions; an entry is a folder with model.onnx (and external data) and
 io.json, written under a temporary name and renamed, so a reader never sees half an entry.
 `ACCELFLOW_CACHE_DIR` moves the cache (default ~/.cache/accelflow/onnx); `ACCELFLOW_CACHE=off`
-turns it off. The oldest entries go once the cache passes ACCELFLOW_CACHE_GB (default 20).
+turns it off. The oldest entries go once the cache passes ACCELFLOW_CACHE_GB (default 20), and
+staging folders (.partial-*) untouched for an hour go too: their writer died mid-copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import tempfile
+import time
 
 _CHUNK = 1 << 22
+_PARTIAL = ".partial-"
+# A staging folder is written in one go (seconds, a few minutes for a model of many GB): one
+# that nothing was written to for this long belongs to a writer that was killed or failed.
+STALE_PARTIAL_S = 3600
 
 
 def enabled() -> bool:
@@ -73,7 +80,7 @@ def store(entry_key: str, onnx_path: str, io: dict) -> tuple[str, dict]:
     """Copy a fresh conversion into the cache; returns its cached location."""
     root = cache_dir()
     os.makedirs(root, exist_ok=True)
-    source, staging = os.path.dirname(onnx_path), tempfile.mkdtemp(prefix=".partial-", dir=root)
+    source, staging = os.path.dirname(onnx_path), tempfile.mkdtemp(prefix=_PARTIAL, dir=root)
     for name in os.listdir(source):
         shutil.copy2(os.path.join(source, name), staging)
     with open(os.path.join(staging, "io.json"), "w", encoding="utf-8") as f:
@@ -87,7 +94,9 @@ def store(entry_key: str, onnx_path: str, io: dict) -> tuple[str, dict]:
 
 
 def _evict(root: str, keep: str) -> None:
-    """Remove the least recently used entries past the size limit (never `keep`, just stored)."""
+    """Remove stale staging folders, then the least recently used entries past the size limit
+    (never `keep`, just stored)."""
+    _remove_stale_partials(root, time.time() - STALE_PARTIAL_S)
     limit = float(os.environ.get("ACCELFLOW_CACHE_GB", "20")) * 2**30
     entries = sorted((e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")),
                      key=lambda e: (e.name != keep, -e.stat().st_mtime))
@@ -96,3 +105,23 @@ def _evict(root: str, keep: str) -> None:
         total += sum(f.stat().st_size for f in os.scandir(entry.path) if f.is_file())
         if total > limit and entry.name != keep:
             shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _remove_stale_partials(root: str, cutoff: float) -> None:
+    """Staging folders last written before `cutoff`: lookups never see them, so without this
+    a writer killed mid-copy (or a full disk) would leave its bytes in the cache for good."""
+    for entry in os.scandir(root):
+        if entry.name.startswith(_PARTIAL) and entry.is_dir(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):  # another task's eviction was first
+                if _last_write(entry.path) < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _last_write(folder: str) -> float:
+    """The newest mtime of a folder and its files: a file being copied in keeps it current."""
+    times = [os.stat(folder).st_mtime]
+    for here, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                times.append(os.stat(os.path.join(here, name), follow_symlinks=False).st_mtime)
+    return max(times)

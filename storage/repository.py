@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 
 from accelflow.core.errors import RepositoryError
 from accelflow.storage.retry import is_transient
-from accelflow.storage.store import Store, is_remote, repository_store
+from accelflow.storage.store import Store, check_fetch_size, is_remote, repository_store
 
 DEFAULT_REPO = "./model-repo"
 REPO_ENV = "ACCELFLOW_REPO"
@@ -402,9 +402,24 @@ class ModelRepository:
         return list(record["files"])
 
     def fetch(self, name: str, version: str, dest: str) -> str:
-        """Copy a version's home directory into the local folder ``dest``; returns ``dest``."""
+        """Copy a version's home directory into the local folder ``dest``; returns ``dest``.
+
+        The sizes come from the store's listing (version.json's are whatever its writer wrote),
+        and their sum is checked against ACCELFLOW_MAX_FETCH_GB before any byte is downloaded;
+        each download stops if the file grows past its listed size.
+        """
+        _, record = self._lookup(name, version)
+        home = self._home(name, version, record)
         target = Store(dest, error=RepositoryError)
-        self.copy_version(name, version, target, target.root)
+        with self.store.errors(f"fetch {name}@{version} to {dest}"):
+            listing = self.store.files(home)
+            missing = [rel for rel in record["files"] if rel not in listing]
+            if missing:
+                raise RepositoryError(f"{name}@{version} is incomplete: {missing[0]} is missing from "
+                                      f"{self.store.uri_of(home)}")
+            check_fetch_size(sum(listing[rel] for rel in record["files"]), f"{name}@{version}", RepositoryError)
+            for rel in record["files"]:
+                self.store.get_file(_join(self.store, home, rel), _join(target, target.root, rel), size=listing[rel])
         return dest
 
     def local_home(self, name: str, version: str) -> str | None:

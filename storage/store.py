@@ -10,7 +10,9 @@ build on:
 - `write` replaces an object whole (S3 PUTs are atomic; locally: rename of a temporary file);
 - `copy_file` copies inside one store without a round trip through this machine (S3:
   CopyObject), and across stores through a local temporary file;
-- S3 calls time out (ACCELFLOW_S3_TIMEOUT) instead of hanging on a store that went quiet.
+- S3 calls time out (ACCELFLOW_S3_TIMEOUT) instead of hanging on a store that went quiet;
+- what a task downloads is capped (ACCELFLOW_MAX_FETCH_GB, `check_fetch_size`), and a
+  download given its listed size stops once it grows past it (`get_file(..., size=)`).
 
 Credentials come from the environment or `storage_options`, never from the URI.
 This module is plain Python: no Prefect import.
@@ -26,7 +28,9 @@ import secrets
 import tempfile
 
 import fsspec
+from accelflow.core import quotas
 from accelflow.core.errors import AccelflowError, RepositoryError
+from fsspec.callbacks import Callback
 
 # Uploads slower than this are taken for a stalled store (see Store._deadline).
 _SLOWEST_UPLOAD_BYTES_PER_S = 256 * 1024
@@ -51,6 +55,30 @@ def storage_exceptions() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return tuple(errors)
+
+
+def check_fetch_size(total: int, what: str, error: type[AccelflowError]) -> None:
+    """Refuse a download of `total` bytes (summed from a listing, before any byte moves) over
+    the worker's cap: a submitter must not fill a worker's disk, or keep it downloading."""
+    limit = quotas.max_fetch_bytes()
+    if total > limit:
+        raise error(f"{what} is {quotas.size_text(total)} ({total} bytes), more than this worker's limit of "
+                    f"{quotas.size_text(limit)} on what one task fetches from storage ({quotas.FETCH_GB_ENV}); "
+                    f"nothing was downloaded. Use a smaller model, or ask the worker's operator to raise "
+                    f"{quotas.FETCH_GB_ENV}.")
+
+
+class _SizeGuard(Callback):
+    """fsspec's progress callback, used to stop a download past its listed size: s3fs reports
+    the object's length before the body and each chunk as it arrives (one streaming GET)."""
+
+    def __init__(self, limit: int, refuse):
+        super().__init__()
+        self.limit, self.refuse = limit, refuse
+
+    def call(self, *args, **kwargs):
+        if max(self.size or 0, self.value) > self.limit:
+            self.refuse(max(self.size or 0, self.value))
 
 
 def s3_timeout() -> float:
@@ -233,9 +261,26 @@ class Store:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         self.fs.put_file(local_path, path, **self._deadline(os.path.getsize(local_path)))
 
-    def get_file(self, path: str, local_path: str) -> None:
+    def get_file(self, path: str, local_path: str, size: int | None = None) -> None:
+        """Download `path`; with `size` (its listed size), a file that turns out larger (replaced
+        or growing since it was listed) is stopped there, and nothing of it is kept."""
         os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
-        self.fs.get_file(path, local_path)
+        if size is None:
+            self.fs.get_file(path, local_path)
+            return
+
+        def refuse(seen: int):
+            raise self.error(f"{self.uri_of(path)} grew past its listed size while it was fetched ({seen} bytes, "
+                             f"listed {size}); the download was stopped")
+
+        try:
+            self.fs.get_file(path, local_path, callback=_SizeGuard(size, refuse))
+            if os.path.getsize(local_path) > size:  # a backend that reports no progress
+                refuse(os.path.getsize(local_path))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(local_path)
+            raise
 
     def copy_file(self, source: "Store", source_path: str, path: str) -> None:
         """Copy one file from `source` (this store or another) to `path` here."""

@@ -87,14 +87,17 @@ def remote_home(uri: str) -> str:
 
 def _remote_model(uri: str, model_file: str | None, scratch: str) -> FetchedModel:
     from accelflow.storage.retry import with_retries
-    from accelflow.storage.store import Store
+    from accelflow.storage.store import Store, check_fetch_size
 
     home_uri = with_retries(lambda: remote_home(uri), f"find {uri}")
     home = os.path.join(scratch, "model")
     store = Store(home_uri, error=UnsupportedFormatError)
     with store.errors(f"fetch the model {home_uri}"):
-        with_retries(lambda: [store.get_file(store.path(rel), os.path.join(home, *rel.split("/")))
-                              for rel in store.files(store.root)], f"fetch {home_uri}")
+        listing = with_retries(lambda: store.files(store.root), f"list {home_uri}")
+        # The whole folder's size, from the listing, before any byte moves (the worker's cap).
+        check_fetch_size(sum(listing.values()), f"the model {home_uri}", UnsupportedFormatError)
+        with_retries(lambda: [store.get_file(store.path(rel), os.path.join(home, *rel.split("/")), size=size)
+                              for rel, size in listing.items()], f"fetch {home_uri}")
     named = model_file or (None if home_uri == Store(uri).uri else uri.rsplit("/", 1)[1])
     fetched = _local_model(home, named)
     stem = os.path.splitext(os.path.basename(uri.rstrip("/")))[0]
@@ -103,7 +106,7 @@ def _remote_model(uri: str, model_file: str | None, scratch: str) -> FetchedMode
 
 def local_file(path: str | None, scratch: str) -> str | None:
     """A local copy of a file given by URI (samples a worker reads); a local path as it is."""
-    from accelflow.storage.store import Store, is_remote
+    from accelflow.storage.store import Store, check_fetch_size, is_remote
 
     if not path or not is_remote(path):
         return path
@@ -112,5 +115,7 @@ def local_file(path: str | None, scratch: str) -> str | None:
     with store.errors(f"fetch {path}"):
         if not store.fs.isfile(store.root):
             raise SpecError(f"--samples file not found: {path}")
-        store.get_file(store.root, target)
+        size = int(store.fs.info(store.root).get("size") or 0)
+        check_fetch_size(size, f"the file {path}", SpecError)
+        store.get_file(store.root, target, size=size)
     return target

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from accelflow.core import tensor_info
-from accelflow.core.accuracy import compare, random_draws, sample_draws, tolerances
+from accelflow.core.accuracy import check_samples, compare, random_draws, read_samples, sample_draws, tolerances
 from accelflow.core.errors import SpecError
+
+from tests import zipbomb
 
 RNG = np.random.default_rng(0)
 REF = RNG.standard_normal((4, 64)).astype(np.float32) * 3.0
@@ -105,3 +107,90 @@ def test_pickled_samples_are_never_unpickled(tmp_path):
     np.savez(path, input_0=np.array([{"evil": 1}], dtype=object))
     with pytest.raises(SpecError, match="not an .npz of plain arrays.*allow_pickle"):
         sample_draws(spec, str(path))
+
+
+# ---------------------------------------------------------------- the samples cap (docs/limits.md)
+
+
+def test_a_zip_bomb_is_refused_from_the_zip_headers_alone(tmp_path):
+    import resource
+    import time
+
+    path = tmp_path / "bomb.npz"
+    size = zipbomb.zip_bomb_npz(str(path))  # 20 GiB of zeros in a 20 MB file
+    assert size > 20 * 2**30 and path.stat().st_size < 25 * 2**20
+    spec = tensor_info.parse(["input_0:uint8(1)"])
+    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.monotonic()
+    with pytest.raises(SpecError) as caught:
+        sample_draws(spec, str(path))
+    took, grew_kib = time.monotonic() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert all(part in str(caught.value) for part in (
+        "member 'input_0.npy' unpacks to 20.0 GiB", "limit of 4.0 GiB", "ACCELFLOW_MAX_SAMPLES_GB"))
+    assert took < 2.0 and grew_kib < 64 * 1024, (took, grew_kib)  # nothing was decompressed
+
+
+def test_the_zip_bomb_is_a_real_zip(tmp_path):
+    """The bomb's construction (repeated deflate blocks, hand-made CRC and zip64 records) checked
+    at a small size: numpy reads it whole, and zipfile's CRC check passes."""
+    path = tmp_path / "small.npz"
+    zipbomb.zip_bomb_npz(str(path), total=48 * 2**20)
+    with np.load(path) as data:
+        array = data["input_0"]
+    assert array.shape == (48 * 2**20,) and not array.any()
+    assert read_samples(str(path))["input_0"].shape == (48 * 2**20,)
+
+
+def test_an_npy_header_claiming_a_huge_array_is_refused_unread(tmp_path):
+    path = tmp_path / "lying.npz"
+    zipbomb.lying_header_npz(str(path), "0/input_0.npy", shape=(2**40,))
+    with pytest.raises(SpecError) as caught:
+        read_samples(str(path))
+    assert all(part in str(caught.value) for part in (
+        "member '0/input_0.npy' claims an array of shape (1099511627776,) and dtype float32 (4.0 TiB)",
+        "limit of 4.0 GiB", "ACCELFLOW_MAX_SAMPLES_GB"))
+
+
+def test_an_npy_header_claiming_more_than_its_member_holds_is_refused(tmp_path):
+    path = tmp_path / "short.npz"
+    zipbomb.lying_header_npz(str(path), shape=(1000, 1000))
+    with pytest.raises(SpecError, match=r"claims an array of shape \(1000, 1000\) .* holds only 1152 bytes"):
+        read_samples(str(path))
+
+
+def test_the_samples_cap_counts_all_members_and_is_the_operators_setting(tmp_path, monkeypatch):
+    path = tmp_path / "samples.npz"
+    np.savez_compressed(path, **{f"{k}/input_0": np.zeros((1, 3, 256, 256), np.float32) for k in range(3)})
+    spec = tensor_info.parse(["input_0:float(1*3*256*256)"])
+    assert len(sample_draws(spec, str(path))) == 3  # 2.25 MiB in all: far under the default
+    monkeypatch.setenv("ACCELFLOW_MAX_SAMPLES_GB", str(1.5 / 1024))  # 1.5 MiB: the second member passes it
+    with pytest.raises(SpecError, match="member '1/input_0.npy' unpacks to 768.1 KiB; the samples would take 1.5 MiB"):
+        sample_draws(spec, str(path))
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "input_0"])
+def test_a_samples_file_holds_arrays_only(tmp_path, name):
+    import zipfile
+
+    path = tmp_path / "samples.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(name, b"x" * 100)
+    with pytest.raises(SpecError, match=f"member '{name}' is not an array"):
+        read_samples(str(path))
+
+
+def test_a_plain_npy_is_not_an_npz(tmp_path):
+    path = tmp_path / "samples.npy"
+    np.save(path, np.ones(3))
+    with pytest.raises(SpecError, match="is not an .npz of plain arrays"):
+        read_samples(str(path))
+
+
+def test_check_samples_is_the_preflight_of_the_same_checks(tmp_path):
+    good, bomb = tmp_path / "good.npz", tmp_path / "bomb.npz"
+    np.savez(good, input_0=np.ones((1, 3), np.float32))
+    assert check_samples(str(good)) is None
+    zipbomb.zip_bomb_npz(str(bomb))
+    with pytest.raises(SpecError, match="member 'input_0.npy' unpacks to 20.0 GiB"):
+        check_samples(str(bomb))
+    with pytest.raises(SpecError, match="limit of 12 bytes"):
+        check_samples(str(good), limit=12)

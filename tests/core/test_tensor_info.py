@@ -465,6 +465,91 @@ def test_shape_points_identical_points_are_dropped():
     assert [p.label for p in parse("input_0:float([1*4])").shape_points()] == ["choice 0"]
 
 
+# ---------------------------------------------------------------- the worker's caps (docs/limits.md)
+
+
+def test_a_list_of_10000_sizes_is_refused_at_its_bracket():
+    line = "input_0:float([" + ",".join(f"1*{k}" for k in range(1, 10001)) + "])"
+    problem = one_problem(line)
+    assert problem.column == len("input_0:float(") + 1
+    assert all(part in problem.message for part in ("10000 sizes", "at most 32 shape points",
+                                                    "ACCELFLOW_MAX_SHAPE_POINTS"))
+
+
+def test_a_million_sizes_are_refused_fast_without_building_them():
+    import time
+    import tracemalloc
+
+    line = "input_0:float([" + "1*3," * 999_999 + "1*3])"
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(SpecError, match="1000000 sizes"):
+        parse(line)
+    took = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # A million parsed sizes would hold 100+ MB of tuples; refused on a count of the commas.
+    assert peak < 20 * 2**20 and took < 2.0, (peak, took)
+
+
+def test_lines_whose_product_is_10000_make_as_many_points_as_the_longest_list():
+    # Shape points pair the k-th sizes of every list; they never multiply the lists.
+    ten = ",".join(f"{k}*3" for k in range(1, 11))
+    info = parse([f"input_{i}:float([{ten}])" for i in range(4)])  # 10**4 combinations
+    assert len(info.shape_points()) == 10
+    hundred = ",".join(f"{k}*3" for k in range(1, 101))
+    problems = problems_of([f"input_{i}:float([{hundred}])" for i in range(2)])
+    assert [(p.line_no, "100 sizes" in p.message) for p in problems] == [(1, True), (2, True)]
+
+
+def test_every_shape_point_counts_toward_the_limit():
+    sizes = ",".join(f"{k}*3" for k in range(1, 31))
+    lines = ["r:float(1*4,3*8)", f"c:float([{sizes}])"]  # min, mid, max and 30 choices; one repeats max
+    assert len(parse(lines).shape_points()) == 32
+    lines[1] = f"c:float([{sizes},31*3])"
+    problem = one_problem(lines)
+    assert problem.line_no == 0 and all(part in problem.message for part in (
+        "makes 33 shape points (min, mid, max, choice 0, choice 1, ...)", "limit of 32", "ACCELFLOW_MAX_SHAPE_POINTS"))
+
+
+def test_the_operator_sets_the_shape_point_limit(monkeypatch):
+    forty = "input_0:float([" + ",".join(f"{k}*3" for k in range(1, 41)) + "])"
+    monkeypatch.setenv("ACCELFLOW_MAX_SHAPE_POINTS", "40")
+    assert len(parse(forty).shape_points()) == 40
+    monkeypatch.setenv("ACCELFLOW_MAX_SHAPE_POINTS", "2")
+    assert "at most 2 shape points" in one_problem("input_0:float([1,2,3])").message
+    assert len(parse(forty, max_shape_points=50).shape_points()) == 40  # a caller's own limit wins
+    for bad in ("many", "0", "-3", "1.5"):
+        monkeypatch.setenv("ACCELFLOW_MAX_SHAPE_POINTS", bad)
+        with pytest.raises(SpecError, match="ACCELFLOW_MAX_SHAPE_POINTS=.* is not a positive whole number"):
+            parse("input_0:float(1)")
+
+
+def test_input_bytes_are_capped_per_shape_point_over_all_tensors(monkeypatch):
+    three_gib = "float(1*786432*1024)"  # 3 GiB of float32, under the element limit
+    assert parse([f"a:{three_gib}"]).leaves[0].shape.max_elements == 3 * 2**28
+    problem = one_problem([f"a:{three_gib}", f"b:{three_gib}"])
+    assert all(part in problem.message for part in (
+        "at shape point 'fixed' the inputs take 6.0 GiB (6442450944 bytes)", "limit of 4.0 GiB per shape point",
+        "ACCELFLOW_MAX_INPUT_GB"))
+    # The largest point decides: a range's max.
+    problem = one_problem(["a:float(1*1024,1*1073741825)", "b:int8(1)"])
+    assert "at shape point 'max'" in problem.message
+    monkeypatch.setenv("ACCELFLOW_MAX_INPUT_GB", "8")
+    assert len(parse([f"a:{three_gib}", f"b:{three_gib}"]).leaves) == 2
+    monkeypatch.setenv("ACCELFLOW_MAX_INPUT_GB", "0.001")
+    assert "limit of 1.0 MiB" in one_problem("input_0:float(1*3*512*512)").message
+    monkeypatch.setenv("ACCELFLOW_MAX_INPUT_GB", "lots")
+    with pytest.raises(SpecError, match="ACCELFLOW_MAX_INPUT_GB='lots' is not a positive number"):
+        parse("input_0:float(1)")
+
+
+def test_the_elements_of_each_dtype_count_at_their_size():
+    # 2**30 elements: 2 GiB of float16 is under 4 GiB, 8 GiB of float64 is over.
+    assert parse("input_0:float16(1024*1024*1024)").leaves[0].dtype == "float16"
+    assert "8.0 GiB" in one_problem("input_0:double(1024*1024*1024)").message
+
+
 # ---------------------------------------------------------------- example inputs
 
 

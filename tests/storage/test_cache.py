@@ -60,3 +60,40 @@ def test_older_entries_are_evicted_past_the_size_limit(own_cache, tmp_path, monk
     entries = [e for e in os.listdir(tmp_path / "cache") if not e.startswith(".")]
     assert len(entries) == 1 and newest.onnx_path.startswith(str(tmp_path / "cache" / entries[0]))
     assert cache.lookup("missing") is None
+
+
+def _staging(root, name: str, age_s: float, file_age_s: float | None = None) -> str:
+    """A staging folder as a writer leaves it, its folder and file last written `age_s` ago."""
+    import time
+
+    folder = os.path.join(root, name)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "model.onnx"), "wb") as f:
+        f.write(b"half a model")
+    now = time.time()
+    file_time = now - (age_s if file_age_s is None else file_age_s)
+    os.utime(os.path.join(folder, "model.onnx"), (file_time, file_time))
+    os.utime(folder, (now - age_s, now - age_s))
+    return folder
+
+
+def test_stale_staging_folders_are_removed_by_the_eviction(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("ACCELFLOW_CACHE_DIR", str(root))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.bin").write_bytes(b"not the cache's")
+    hour = cache.STALE_PARTIAL_S
+    stale = _staging(root, ".partial-killed", 2 * hour)
+    fresh = _staging(root, ".partial-writing", 60)
+    long_copy = _staging(root, ".partial-big-copy", 2 * hour, file_age_s=5)  # a big file still being written
+    other = _staging(root, ".tmp-not-a-staging-folder", 2 * hour)
+    os.symlink(outside, root / ".partial-link")
+    (tmp_path / "conversion").mkdir()
+    (tmp_path / "conversion" / "model.onnx").write_bytes(b"onnx bytes")
+    cached, _ = cache.store("k1", str(tmp_path / "conversion" / "model.onnx"), {"inputs": []})  # runs the eviction
+    assert open(cached, "rb").read() == b"onnx bytes"
+    assert sorted(os.listdir(root)) == [".partial-big-copy", ".partial-link", ".partial-writing",
+                                        ".tmp-not-a-staging-folder", "k1"]
+    assert not os.path.exists(stale) and all(os.path.isdir(f) for f in (fresh, long_copy, other))
+    assert (outside / "keep.bin").read_bytes() == b"not the cache's"  # a link is never followed

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from accelflow.core.errors import AccelflowError, RepositoryError
-from accelflow.storage.store import StorageError, Store, is_remote, repository_store
+from accelflow.storage.store import StorageError, Store, check_fetch_size, is_remote, repository_store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -150,3 +150,26 @@ def test_storage_failures_become_the_stores_error_naming_the_action(tmp_path):
         with store.errors("read"):
             1 / 0
     assert issubclass(StorageError, AccelflowError)
+
+
+def test_a_download_that_grows_past_its_listed_size_is_stopped(store, tmp_path):
+    store.write(store.path("model.bin"), bytes(2 * 2**20))
+    listed = store.files(store.root)["model.bin"]
+    store.get_file(store.path("model.bin"), str(tmp_path / "got" / "ok.bin"), size=listed)
+    assert os.path.getsize(tmp_path / "got" / "ok.bin") == 2 * 2**20
+    # Listed at 1000 bytes, 2 MiB when fetched: replaced or growing since it was listed.
+    with pytest.raises(StorageError, match=r"model.bin grew past its listed size while it was fetched \(2097152 bytes, "
+                                           r"listed 1000\); the download was stopped"):
+        store.get_file(store.path("model.bin"), str(tmp_path / "got" / "big.bin"), size=1000)
+    assert os.listdir(tmp_path / "got") == ["ok.bin"]  # nothing of it kept
+
+
+def test_fetches_over_the_operators_cap_are_refused(monkeypatch):
+    check_fetch_size(64 * 2**30, "the model m", RepositoryError)  # the default cap: 64 GiB
+    with pytest.raises(RepositoryError) as caught:
+        check_fetch_size(64 * 2**30 + 1, "the model m", RepositoryError)
+    assert "the model m is 64.0 GiB (68719476737 bytes), more than this worker's limit of 64.0 GiB" in str(caught.value)
+    monkeypatch.setenv("ACCELFLOW_MAX_FETCH_GB", str(1 / 1024))
+    with pytest.raises(RepositoryError, match=r"\(1048577 bytes\).*limit of 1.0 MiB.*\(ACCELFLOW_MAX_FETCH_GB\); "
+                                              "nothing was downloaded"):
+        check_fetch_size(2**20 + 1, "the model m", RepositoryError)
