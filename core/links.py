@@ -7,7 +7,8 @@ saving): a link whose target lies outside the folder is refused, naming the link
 target. A link to a file inside the folder is followed: it reveals nothing the folder does
 not already hold, and tools lay out files that way (a weights file linked under the name a
 graph expects); a copy holds the target's bytes under the link's name. A link to a folder is
-refused even inside: following one can loop (`a -> .`), and no format needs it.
+refused even inside: following one can loop (`a -> .`), and no format needs it. (ONNX
+external data is stricter still, as onnx itself is: no link at all, formats/onnx_model.py.)
 
 Plain Python, no third-party import.
 """
@@ -31,7 +32,7 @@ def resolved_inside(folder: str, path: str, error: type[AccelflowError] = Accelf
     with `error` when it resolves outside `folder`, to nothing, or to something not a file."""
     root = os.path.realpath(folder)
     real = os.path.realpath(path)
-    link = _outermost_link(folder, path)
+    link = outermost_link(folder, path)
     if not inside(real, root):
         where = f"{link} is a symbolic link to {os.path.realpath(link)}" if link else f"{path} resolves to {real}"
         raise error(f"{where}, outside the model's folder {root}: links are not followed out of a "
@@ -42,8 +43,9 @@ def resolved_inside(folder: str, path: str, error: type[AccelflowError] = Accelf
     return real
 
 
-def _outermost_link(folder: str, path: str) -> str | None:
-    """The first link met on the way from `folder` down to `path` (the one to name), if any."""
+def outermost_link(folder: str, path: str) -> str | None:
+    """The first link met on the way from `folder` down to `path` (the one to name), if any;
+    `folder` itself is not looked at (the caller chose it)."""
     rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
     current = os.path.abspath(folder)
     for part in rel.split(os.sep):

@@ -195,7 +195,9 @@ def companion_files(path: str) -> list[str]:
 
     Refused (UnsupportedFormatError) when a location is absolute, climbs out of the folder with
     `..`, or is a symbolic link whose target lies outside it: the data would be read from, and
-    copied with the model from, anywhere on the machine (say ~/.aws/credentials).
+    copied with the model from, anywhere on the machine (say ~/.aws/credentials). A link to a
+    file inside the folder is refused too, with its own message: onnx's checker refuses every
+    link in external data, and would otherwise fail later, less clearly.
     """
     if not detect(path):
         return []
@@ -203,7 +205,12 @@ def companion_files(path: str) -> list[str]:
     found = []
     for tensor, location in _external_locations(path):
         file = _external_path(path, folder, tensor, location)
-        links.resolved_inside(folder, file, UnsupportedFormatError)
+        real = links.resolved_inside(folder, file, UnsupportedFormatError)
+        link = links.outermost_link(folder, file)
+        if link:  # inside the folder, but onnx's checker refuses any link: say so now, clearly
+            raise UnsupportedFormatError(
+                f"{link} is a symbolic link to {real}: ONNX reads external data only from regular files. "
+                "Copy the real file in place of the link.")
         found.append(file)
     return sorted(set(found))
 
