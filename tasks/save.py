@@ -126,8 +126,8 @@ def _original_files(model: str) -> tuple[Store, list[tuple[str, str]]]:
     from accelflow.formats.onnx_model import companion_files
 
     paths = [os.path.abspath(model), *companion_files(model)]
-    return home, [(links.resolved_inside(home.root, p, RepositoryError), os.path.relpath(p, home.root).replace(os.sep, "/"))
-                  for p in paths]
+    return home, [(links.resolved_inside(home.root, p, RepositoryError),
+                   os.path.relpath(p, home.root).replace(os.sep, "/")) for p in paths]
 
 
 def _lineage(task_id: str, task_name: str, result: dict) -> dict:

@@ -3,8 +3,6 @@ any other module its model_index.json names is imported only with trust_model_co
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from accelflow.core.errors import UntrustedModelError
 from accelflow.engines.pipeline_result import load_component

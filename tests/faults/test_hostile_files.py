@@ -148,6 +148,11 @@ def test_tasks_save_refuses_a_link_planted_in_the_original_folder(prefect_server
 # -- external data in a subfolder ---------------------------------------------------------------
 
 
+def _runs(folder: str, x: np.ndarray) -> list[float]:
+    """The optimized model at `folder`, loaded back and run on x."""
+    return np.asarray(accelflow.load(folder)(image=x)).ravel().tolist()
+
+
 def _ort_outputs(path: str) -> list[float]:
     import onnxruntime as ort
 
@@ -176,7 +181,7 @@ def test_external_data_in_a_subfolder_optimizes_adds_fetches_and_saves(prefect_s
     # optimized from the file: the result loads and runs
     out = tmp_path / "out"
     result = json.loads(_succeeds(["optimize", subfolder_model, *INFO, *FAST, "--output", str(out), "--json"], capsys))
-    assert np.asarray(accelflow.load(result["result_folder"])(image=x)).ravel().tolist() == pytest.approx(expected, abs=1e-4)
+    assert _runs(result["result_folder"], x) == pytest.approx(expected, abs=1e-4)
     # added to a local and an S3 repository with its relative path, fetched back and optimized from there
     folder = os.path.dirname(subfolder_model)
     local_repo = str(tmp_path / "repo")
@@ -191,7 +196,7 @@ def test_external_data_in_a_subfolder_optimizes_adds_fetches_and_saves(prefect_s
     name = f"sub-{uuid.uuid4().hex[:8]}"
     from_s3 = json.loads(_succeeds(["optimize", "sub@v1", "--repo", s3_repo_uri, *INFO, *FAST, "--output",
                                     str(tmp_path / "out-s3"), "--json", "--name", name], capsys))
-    assert np.asarray(accelflow.load(from_s3["result_folder"])(image=x)).ravel().tolist() == pytest.approx(expected, abs=1e-4)
+    assert _runs(from_s3["result_folder"], x) == pytest.approx(expected, abs=1e-4)
     # saved: the original's weights keep weights/w.bin, so the saved original model still loads
     local_name = f"subl-{uuid.uuid4().hex[:8]}"
     _succeeds(["optimize", subfolder_model, *INFO, *FAST, "--output", str(tmp_path / "out-save"), "--repo", local_repo,
@@ -200,4 +205,4 @@ def test_external_data_in_a_subfolder_optimizes_adds_fetches_and_saves(prefect_s
     home = saved["home"]
     assert os.path.isfile(os.path.join(home, "weights", "w.bin"))
     assert _ort_outputs(os.path.join(home, "cnn.onnx")) == pytest.approx(expected)
-    assert np.asarray(accelflow.load(os.path.join(home, "model"))(image=x)).ravel().tolist() == pytest.approx(expected, abs=1e-4)
+    assert _runs(os.path.join(home, "model"), x) == pytest.approx(expected, abs=1e-4)

@@ -208,7 +208,8 @@ def test_link_to_a_file_inside_the_source_folder_is_copied_as_that_file(repo, mo
     entry = repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
     assert "w-latest.bin" in entry.files
     fetched = tree(repo.fetch("m", "v1", str(tmp_path / "fetched")))
-    assert fetched["w-latest.bin"] == fetched["weights/w.bin"] == open(os.path.join(model_dir, "weights", "w.bin"), "rb").read()
+    original = open(os.path.join(model_dir, "weights", "w.bin"), "rb").read()
+    assert fetched["w-latest.bin"] == fetched["weights/w.bin"] == original
     assert not os.path.islink(tmp_path / "fetched" / "w-latest.bin")
 
 
