@@ -30,9 +30,10 @@ A version exists if and only if its ``version.json`` exists. Adding a version:
 1. refuses early when the version's ``version.json`` is already there, or the model's
    ``model.json`` has another source or format;
 2. copies the files into a folder of its own, ``files-<upload>/``, that no other writer touches.
-   The source is a local file or folder (a symbolic link inside it is refused: it could
-   upload a file from anywhere, say ~/.aws/credentials) or the URI of a file or folder in any
-   store, copied server side (CopyObject) within one S3 store;
+   The source is a local file or folder (a symbolic link out of it is refused: it could
+   upload a file from anywhere, say ~/.aws/credentials; a link to a file inside it is copied
+   as that file, core/links.py) or the URI of a file or folder in any store, copied server
+   side (CopyObject) within one S3 store;
 3. creates ``version.json`` exclusively (a conditional PUT on S3, a hard link locally): of
    several concurrent adds of one version exactly one wins; the others remove their own
    upload folder and fail with "already exists";
