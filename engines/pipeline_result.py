@@ -128,29 +128,35 @@ def unet_batches(lines: list[str]) -> tuple[int, int]:
 def load_component(folder: str, index_entry: list, name: str, trust_model_code: bool = False):
     """A small component (tokenizer, scheduler, safety checker ...) saved by diffusers.
 
-    Its class comes from diffusers or transformers (or a diffusers pipeline submodule); any other
-    library named by the result's model_index.json is imported only with `trust_model_code`:
-    importing a module runs it, and the result folder may have been edited since it was made."""
+    Its class comes from diffusers or transformers (or a diffusers pipeline submodule); a module
+    the component's folder ships, or any other library the result's model_index.json names, is
+    imported only with `trust_model_code`: importing a module runs it, and the result folder
+    may have been edited since it was made."""
     from accelflow.formats.diffusers_pipeline import is_library
 
     library, class_name = index_entry
-    if not is_library(library) and not trust_model_code:
+    shipped = os.path.isfile(os.path.join(folder, name, f"{library}.py"))
+    if (shipped or not is_library(library)) and not trust_model_code:
         from accelflow.core.errors import untrusted_model
 
+        module = f"{name}/{library}.py" if shipped else library
         raise untrusted_model(folder, "diffusers", [f"component {name}: {library}.{class_name} is a custom "
-                                                    f"component; loading it would import {library}"])
-    cls = _component_class(folder, library, class_name, name)
+                                                    f"component; loading it would import {module}"])
+    cls = _component_class(folder, library, class_name, name, shipped)
     return cls.from_pretrained(os.path.join(folder, name))
 
 
-def _component_class(folder: str, library: str, class_name: str, name: str):
-    custom = os.path.join(folder, name, f"{library}.py")
-    if os.path.isfile(custom):  # a custom component, trusted: diffusers' own loader for it
+def _component_class(folder: str, library: str, class_name: str, name: str, shipped: bool):
+    from accelflow.formats.diffusers_pipeline import LIBRARIES, is_library
+
+    if shipped:  # a custom component, trusted: diffusers' own loader for it
         from diffusers.utils.dynamic_modules_utils import get_class_from_dynamic_module
 
         return get_class_from_dynamic_module(os.path.join(folder, name), module_file=f"{library}.py",
                                              class_name=class_name, trust_remote_code=True)
-    for module in (library, f"diffusers.pipelines.{library}", "diffusers", "transformers"):
+    # A pipeline submodule is looked up inside diffusers, never as a top-level module of that name.
+    first = library if library in LIBRARIES or not is_library(library) else f"diffusers.pipelines.{library}"
+    for module in (first, "diffusers", "transformers"):
         try:
             return getattr(importlib.import_module(module), class_name)
         except (ImportError, AttributeError):

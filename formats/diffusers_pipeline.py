@@ -89,9 +89,13 @@ def _pipeline_risks(path: str, index: dict) -> list[str]:
 def _component_risks(path: str, name: str, entry: list) -> list[str]:
     library, class_name = entry
     risks = []
-    if not is_library(library):
-        custom = os.path.join(name, f"{library}.py")
-        module = custom if os.path.isfile(os.path.join(path, custom)) else f"the module {library!r}"
+    custom = os.path.join(name, f"{library}.py")
+    shipped = isinstance(library, str) and os.path.isfile(os.path.join(path, custom))
+    if shipped and is_library(library):  # diffusers prefers the folder's file to the library it names
+        risks.append(f"component {name}: its folder ships {custom}, which diffusers would import in place of "
+                     f"the {library} library")
+    elif not is_library(library):
+        module = custom if shipped else f"the module {library!r}"
         risks.append(f"component {name}: {library}.{class_name} is a custom component (its library is not "
                      f"diffusers or transformers); loading it would import {module}")
     folder = os.path.join(path, name)

@@ -44,3 +44,26 @@ def test_an_importable_module_named_by_the_index_is_never_imported_untrusted(tin
     with pytest.raises(UntrustedModelError, match="would import hostile_lib_x1"):
         load_component(tiny, ["hostile_lib_x1", "PNDMScheduler"], "scheduler")
     assert not marker.exists()
+
+
+def test_a_module_shipped_under_a_library_name_is_not_imported_untrusted(tiny, tmp_path):
+    import shutil
+
+    marker = tmp_path / "MARKER"
+    folder = shutil.copytree(tiny, str(tmp_path / "p"))
+    (tmp_path / "p" / "scheduler" / "diffusers.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    with pytest.raises(UntrustedModelError, match="would import scheduler/diffusers.py"):
+        load_component(folder, ["diffusers", "PNDMScheduler"], "scheduler")
+    assert not marker.exists()
+
+
+def test_a_pipeline_submodule_is_looked_up_inside_diffusers(tiny, tmp_path, monkeypatch):
+    """Not as a top-level module of that name, which could be anything on the path."""
+    marker = tmp_path / "MARKER"
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "stable_diffusion.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    from diffusers import PNDMScheduler
+
+    scheduler = load_component(tiny, ["stable_diffusion", "PNDMScheduler"], "scheduler")
+    assert type(scheduler) is PNDMScheduler and not marker.exists()

@@ -164,3 +164,11 @@ def test_loading_never_imports_a_custom_component_unless_trusted(tiny, tmp_path)
     assert not marker.exists()
     pipe = dp.load(folder, trust_model_code=True)  # diffusers gets trust_remote_code=True for it
     assert marker.exists() and type(pipe.scheduler).__name__ == "HostileScheduler"
+
+
+def test_a_module_named_after_diffusers_in_a_component_folder_is_a_risk(tiny, tmp_path):
+    """diffusers imports <component>/<library>.py when the file is there, even for library "diffusers"."""
+    folder = _copy(tiny, tmp_path)
+    open(os.path.join(folder, "scheduler", "diffusers.py"), "w").write("raise SystemExit('ran')\n")
+    assert dp.code_risks(folder) == ["component scheduler: its folder ships scheduler/diffusers.py, which diffusers "
+                                     "would import in place of the diffusers library"]
