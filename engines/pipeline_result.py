@@ -125,20 +125,45 @@ def unet_batches(lines: list[str]) -> tuple[int, int]:
     return shape.min[0], shape.max[0]
 
 
-def load_component(folder: str, index_entry: list, name: str):
-    """A small component (tokenizer, scheduler, safety checker ...) saved by diffusers."""
+def load_component(folder: str, index_entry: list, name: str, trust_model_code: bool = False):
+    """A small component (tokenizer, scheduler, safety checker ...) saved by diffusers.
+
+    Its class comes from diffusers or transformers (or a diffusers pipeline submodule); a module
+    the component's folder ships, or any other library the result's model_index.json names, is
+    imported only with `trust_model_code`: importing a module runs it, and the result folder
+    may have been edited since it was made."""
+    from accelflow.formats.diffusers_pipeline import is_library
+
     library, class_name = index_entry
-    for module in (library, f"diffusers.pipelines.{library}", "diffusers", "transformers"):
+    shipped = os.path.isfile(os.path.join(folder, name, f"{library}.py"))
+    if (shipped or not is_library(library)) and not trust_model_code:
+        from accelflow.core.errors import untrusted_model
+
+        module = f"{name}/{library}.py" if shipped else library
+        raise untrusted_model(folder, "diffusers", [f"component {name}: {library}.{class_name} is a custom "
+                                                    f"component; loading it would import {module}"])
+    cls = _component_class(folder, library, class_name, name, shipped)
+    return cls.from_pretrained(os.path.join(folder, name))
+
+
+def _component_class(folder: str, library: str, class_name: str, name: str, shipped: bool):
+    from accelflow.formats.diffusers_pipeline import LIBRARIES, is_library
+
+    if shipped:  # a custom component, trusted: diffusers' own loader for it
+        from diffusers.utils.dynamic_modules_utils import get_class_from_dynamic_module
+
+        return get_class_from_dynamic_module(os.path.join(folder, name), module_file=f"{library}.py",
+                                             class_name=class_name, trust_remote_code=True)
+    # A pipeline submodule is looked up inside diffusers, never as a top-level module of that name.
+    first = library if library in LIBRARIES or not is_library(library) else f"diffusers.pipelines.{library}"
+    for module in (first, "diffusers", "transformers"):
         try:
-            cls = getattr(importlib.import_module(module), class_name)
-            break
+            return getattr(importlib.import_module(module), class_name)
         except (ImportError, AttributeError):
             continue
-    else:
-        from accelflow.core.errors import EngineError
+    from accelflow.core.errors import EngineError
 
-        raise EngineError(f"component {name} is a {library}.{class_name}, which cannot be imported here.")
-    return cls.from_pretrained(os.path.join(folder, name))
+    raise EngineError(f"component {name} is a {library}.{class_name}, which cannot be imported here.")
 
 
 def load_pipeline(folder: str, threads: int | None = None, trust_model_code: bool = False):
@@ -156,12 +181,24 @@ def load_pipeline(folder: str, threads: int | None = None, trust_model_code: boo
     root, threads = manifest["folder"], threads or thread_count()
     with open(os.path.join(root, "model_index.json"), encoding="utf-8") as f:
         index = json.load(f)
+    _refuse_model_code(root, trust_model_code)
     runners, configs = {}, {}
     for name in OPTIMIZED:
         model = OptimizedModel(os.path.join(root, name), threads)  # checks the engine and its version
         runners[name] = model.runner
         with open(os.path.join(root, name, CONFIG), encoding="utf-8") as f:
             configs[name] = json.load(f)
-    others = {name: load_component(root, index[name], name) for name in manifest["carried"]}
+    others = {name: load_component(root, index[name], name, trust_model_code) for name in manifest["carried"]}
     networks = networks_from(runners, configs, unet_batches(manifest["components"]["unet"]["tensor_info"]))
     return assemble(manifest["pipeline_class"], networks, others, bool(index.get("requires_safety_checker")))
+
+
+def _refuse_model_code(root: str, trust_model_code: bool) -> None:
+    """Before anything of the result is read: what of it would import its author's code (a
+    component module, remote code a config names) is refused unless trusted."""
+    from accelflow.core.errors import untrusted_model
+    from accelflow.formats.diffusers_pipeline import code_risks
+
+    risks = code_risks(root)
+    if risks and not trust_model_code:
+        raise untrusted_model(root, "diffusers", risks)

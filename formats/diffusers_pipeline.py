@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from accelflow.core import tensor_info
-from accelflow.core.errors import SpecError, UnsupportedFormatError, first_line, missing_dependency
+from accelflow.core.errors import SpecError, UnsupportedFormatError, first_line, missing_dependency, untrusted_model
 
 NAME = "diffusers"
 EXTRA = "diffusers"
@@ -32,9 +32,114 @@ def detect(path: str) -> bool:
     return all(isinstance(index.get(c), list) and os.path.isdir(os.path.join(path, c)) for c in REQUIRED)
 
 
+# Libraries whose classes diffusers loads components from without importing anything the
+# pipeline folder ships; a diffusers pipeline submodule (["stable_diffusion",
+# "StableDiffusionSafetyChecker"]) is diffusers' own code too.
+LIBRARIES = ("diffusers", "transformers")
+
+
 def code_risks(path: str) -> list[str]:
-    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
-    return []
+    """What of the pipeline folder at `path` would run its author's code when loaded.
+
+    - a component whose library is not diffusers or transformers: diffusers then imports
+      `<component>/<library>.py` from the folder (a custom component), or a module of that name;
+    - a custom pipeline: `_class_name` given as [module, class] (diffusers imports
+      `<module>.py` from the folder), or a `None.py` beside model_index.json, which diffusers
+      takes for a custom pipeline file when none is named;
+    - a component configuration naming `auto_map`: transformers' remote code.
+
+    A plain `_class_name` string is looked up in diffusers itself, never imported; one
+    accelflow does not optimize is refused when loading (read_index). Reads JSON only.
+    """
+    index = _index_or_none(path)
+    if index is None:
+        return []
+    risks = _pipeline_risks(path, index)
+    for name, entry in _components(path, index):
+        risks += _component_risks(path, name, entry)
+    return risks
+
+
+def _components(path: str, index: dict) -> list[tuple[str, list]]:
+    """(name, [library, class]) of each component model_index.json names (None entries: absent)."""
+    found = []
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or entry[0] is None:
+            continue
+        if not (isinstance(name, str) and name.isidentifier()):
+            # diffusers loads a component from the folder of that name: never from outside this one
+            raise UnsupportedFormatError(f"{os.path.join(path, INDEX)} names a component {name!r}, which is not a "
+                                         "folder name inside the pipeline; name components by plain names.")
+        found.append((name, entry))
+    return found
+
+
+def _pipeline_risks(path: str, index: dict) -> list[str]:
+    risks = []
+    cls = index.get("_class_name")
+    if isinstance(cls, (list, tuple)):
+        module = cls[0] if cls else None
+        risks.append(f"model_index.json: _class_name {list(cls)!r} is a custom pipeline; diffusers would import "
+                     f"{module}.py from the pipeline folder")
+    if os.path.isfile(os.path.join(path, "None.py")):
+        risks.append("None.py beside model_index.json: diffusers would import it as a custom pipeline")
+    return risks
+
+
+def _component_risks(path: str, name: str, entry: list) -> list[str]:
+    library, class_name = entry
+    risks = []
+    custom = os.path.join(name, f"{library}.py")
+    shipped = isinstance(library, str) and os.path.isfile(os.path.join(path, custom))
+    if shipped and is_library(library):  # diffusers prefers the folder's file to the library it names
+        risks.append(f"component {name}: its folder ships {custom}, which diffusers would import in place of "
+                     f"the {library} library")
+    elif not is_library(library):
+        module = custom if shipped else f"the module {library!r}"
+        risks.append(f"component {name}: {library}.{class_name} is a custom component (its library is not "
+                     f"diffusers or transformers); loading it would import {module}")
+    folder = os.path.join(path, name)
+    for config in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        modules = _auto_map_modules(os.path.join(folder, config)) if config.endswith(".json") else []
+        if modules:
+            risks.append(f"component {name}: {name}/{config} names remote code (auto_map) in "
+                         f"{', '.join(f'{m}.py' for m in modules)}; loading it would import that")
+    return risks
+
+
+def is_library(library) -> bool:
+    """diffusers, transformers, or a pipeline submodule of the installed diffusers (found on disk,
+    without importing it: detection and checks stay light)."""
+    if library in LIBRARIES:
+        return True
+    if not (isinstance(library, str) and library.isidentifier()):
+        return False
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("diffusers")
+    except (ImportError, ValueError):
+        return False
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    return any(os.path.isfile(os.path.join(root, "pipelines", library, "__init__.py")) for root in roots)
+
+
+def _auto_map_modules(config: str) -> list[str]:
+    """The modules a transformers/diffusers configuration's auto_map points at ("mod.Class",
+    ["mod.Class", None], "repo--mod.Class"), or [] when it has none."""
+    try:
+        with open(config, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return []
+    auto_map = data.get("auto_map") if isinstance(data, dict) else None
+    if not auto_map:
+        return []
+    refs = []
+    for value in (auto_map.values() if isinstance(auto_map, dict) else [auto_map]):
+        refs += value if isinstance(value, (list, tuple)) else [value]
+    modules = {str(r).split("--")[-1].rsplit(".", 1)[0] for r in refs if r}
+    return sorted(modules) or ["(unnamed)"]
 
 
 def _index_or_none(path: str) -> dict | None:
@@ -70,16 +175,22 @@ def import_diffusers():
     return diffusers
 
 
-def load(path: str):
-    """The pipeline in float32 on the CPU, from local files only, without a progress bar."""
+def load(path: str, trust_model_code: bool = False):
+    """The pipeline in float32 on the CPU, from local files only, without a progress bar.
+
+    A pipeline whose loading imports its author's code (code_risks) is refused unless
+    `trust_model_code`, whoever calls this: the check runs here, before diffusers reads a file."""
+    index = read_index(path)
+    risks = code_risks(path)
+    if risks and not trust_model_code:
+        raise untrusted_model(path, NAME, risks)
     diffusers = import_diffusers()
     import torch
 
-    index = read_index(path)
     _quiet_loading(diffusers)
     try:
         pipe = getattr(diffusers, index["_class_name"]).from_pretrained(
-            path, local_files_only=True, dtype=torch.float32)
+            path, local_files_only=True, dtype=torch.float32, trust_remote_code=bool(risks))
     except Exception as exc:  # diffusers raises OSError, ValueError, safetensors errors...
         raise UnsupportedFormatError(
             f"{path} looks like a diffusers pipeline but failed to load: {first_line(exc)}. "

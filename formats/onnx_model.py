@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from accelflow.core import links
 from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
 from accelflow.core.modelio import ModelIO, flat_structure
 
@@ -37,15 +38,19 @@ def detect(path: str) -> bool:
 def code_risks(path: str) -> list[str]:
     """What in the model at `path` would run its author's code when loaded: none.
 
-    An ONNX graph is data: its operators are ONNX Runtime's and OpenVINO's own kernels.
-    (External-data paths are checked where they are read: companion_files.)
+    An ONNX graph is data: its operators are ONNX Runtime's and OpenVINO's own kernels. Its
+    external data is checked here too (this runs before anything reads the model, at preflight,
+    fetch and `repo add`): a location outside the model's folder is refused, trusted or not.
     """
+    if detect(path):
+        companion_files(path)
     return []
 
 
 def load(path: str):
     """The checked ModelProto (external data resolved from the model's folder)."""
     onnx = _onnx()
+    companion_files(path)  # external data outside the model's folder is never read
     try:
         onnx.checker.check_model(path)
         return onnx.load(path, load_external_data=False)
@@ -185,15 +190,63 @@ def count_ops(path: str, op_types: tuple[str, ...]) -> int:
 
 
 def companion_files(path: str) -> list[str]:
-    """External-data files an ONNX model refers to (empty for other formats)."""
+    """External-data files an ONNX model refers to (empty for other formats), as paths under the
+    model's folder that keep the graph's relative locations (`weights/w.bin` stays in `weights/`).
+
+    Refused (UnsupportedFormatError) when a location is absolute, climbs out of the folder with
+    `..`, or is a symbolic link whose target lies outside it: the data would be read from, and
+    copied with the model from, anywhere on the machine (say ~/.aws/credentials). A link to a
+    file inside the folder is refused too, with its own message: onnx's checker refuses every
+    link in external data, and would otherwise fail later, less clearly.
+    """
     if not detect(path):
         return []
-    graph = _onnx().load(path, load_external_data=False).graph
     folder = os.path.dirname(os.path.abspath(path))
-    names = {e.value for t in graph.initializer if t.data_location == 1
-             for e in t.external_data if e.key == "location"}
-    paths = [os.path.normpath(os.path.join(folder, n)) for n in sorted(names)]
-    return [p for p in paths if p.startswith(folder + os.sep) and os.path.isfile(p)]
+    found = []
+    for tensor, location in _external_locations(path):
+        file = _external_path(path, folder, tensor, location)
+        real = links.resolved_inside(folder, file, UnsupportedFormatError)
+        link = links.outermost_link(folder, file)
+        if link:  # inside the folder, but onnx's checker refuses any link: say so now, clearly
+            raise UnsupportedFormatError(
+                f"{link} is a symbolic link to {real}: ONNX reads external data only from regular files. "
+                "Copy the real file in place of the link.")
+        found.append(file)
+    return sorted(set(found))
+
+
+def _external_locations(path: str) -> list[tuple[str, str]]:
+    """(tensor name, location) of each initializer stored outside the .onnx file, subgraphs included."""
+    onnx = _onnx()
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - not readable: load() and check_inputs() say why, with advice
+        return []
+    return [(t.name, e.value) for t in _initializers(onnx, model.graph) if t.data_location == 1
+            for e in t.external_data if e.key == "location"]
+
+
+def _initializers(onnx, graph):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                yield from _initializers(onnx, sub)
+
+
+def _external_path(path: str, folder: str, tensor: str, location: str) -> str:
+    full = os.path.normpath(os.path.join(folder, location))
+    if os.path.isabs(location) or not links.inside(full, folder) or full == folder:
+        raise UnsupportedFormatError(
+            f"{path}: tensor {tensor!r} keeps its data at {location!r}, outside the model's folder {folder}; "
+            "accelflow reads external data only from files beside the model or in its subfolders. "
+            "Save the model with relative locations (onnx.save_model(..., location='weights.bin')).")
+    if not os.path.lexists(full):
+        raise UnsupportedFormatError(
+            f"{path}: tensor {tensor!r} keeps its data in {location!r}, which is missing from {folder}; "
+            "keep the external data files beside the model, in the folders the model names.")
+    return full
 
 
 def _onnx():

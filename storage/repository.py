@@ -30,9 +30,10 @@ A version exists if and only if its ``version.json`` exists. Adding a version:
 1. refuses early when the version's ``version.json`` is already there, or the model's
    ``model.json`` has another source or format;
 2. copies the files into a folder of its own, ``files-<upload>/``, that no other writer touches.
-   The source is a local file or folder (a symbolic link inside it is refused: it could
-   upload a file from anywhere, say ~/.aws/credentials) or the URI of a file or folder in any
-   store, copied server side (CopyObject) within one S3 store;
+   The source is a local file or folder (a symbolic link out of it is refused: it could
+   upload a file from anywhere, say ~/.aws/credentials; a link to a file inside it is copied
+   as that file, core/links.py) or the URI of a file or folder in any store, copied server
+   side (CopyObject) within one S3 store;
 3. creates ``version.json`` exclusively (a conditional PUT on S3, a hard link locally): of
    several concurrent adds of one version exactly one wins; the others remove their own
    upload folder and fail with "already exists";
@@ -63,6 +64,7 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 
+from accelflow.core import links
 from accelflow.core.errors import RepositoryError
 from accelflow.storage.retry import is_transient
 from accelflow.storage.store import Store, check_fetch_size, is_remote, repository_store
@@ -240,24 +242,18 @@ def _local_source(src: str) -> _Source:
         found.append((path, rel, os.path.getsize(path)))
     if not found:
         raise RepositoryError(f"cannot add {src!r}: the folder holds no files")
-    return _Source(store, sorted(found, key=lambda item: item[1]))  # a reproducible file list
+    return _Source(store, found)  # sorted by relative path: a reproducible file list
 
 
-def _walk(src: str, root: str):
-    """(path, relative POSIX path) of each file under `root`; refuses links, never follows one."""
-    for folder, dirs, names in os.walk(root):
-        for name in sorted(dirs + names):
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                # A link could upload a file from anywhere (say ~/.aws/credentials) to storage
-                # other people read.
-                raise RepositoryError(
-                    f"cannot add {src!r}: {path} is a symbolic link; links in a model folder are "
-                    "not followed: copy the real file in instead"
-                )
-        for name in names:
-            path = os.path.join(folder, name)
-            yield path, os.path.relpath(path, root).replace(os.sep, "/")
+def _walk(src: str, root: str) -> list[tuple[str, str]]:
+    """(path to copy, relative POSIX path) of each file under `root`. A link out of the folder
+    could upload a file from anywhere (say ~/.aws/credentials) to storage other people read:
+    refused, naming the link and its target; a link to a file inside is copied as that file,
+    from the checked target (core/links.py)."""
+    try:
+        return links.files_inside(root, RepositoryError)
+    except RepositoryError as exc:
+        raise RepositoryError(f"cannot add {src!r}: {exc}") from None
 
 
 def _refuse_special(src: str, path: str) -> None:
@@ -398,8 +394,15 @@ class ModelRepository:
         home = self._home(name, version, record)
         with self.store.errors(f"copy {name}@{version} to {dest.uri_of(dest_path)}"):
             for rel in record["files"]:
-                dest.copy_file(self.store, _join(self.store, home, rel), _join(dest, dest_path, rel))
+                dest.copy_file(self.store, self._home_file(home, rel), _join(dest, dest_path, rel))
         return list(record["files"])
+
+    def _home_file(self, home: str, rel: str) -> str:
+        """A version's file to read. In a local repository, a link put into a version folder by
+        hand is followed only to a file inside that folder (core/links.py): else a copy would
+        carry, say, ~/.aws/credentials to whoever fetches or saves the version."""
+        path = _join(self.store, home, rel)
+        return links.resolved_inside(home, path, RepositoryError) if self.store.local else path
 
     def fetch(self, name: str, version: str, dest: str) -> str:
         """Copy a version's home directory into the local folder ``dest``; returns ``dest``.

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from accelflow.core import links
 from accelflow.core.errors import SpecError, UnsupportedFormatError
 from accelflow.formats import check_model_code, detect_format, find_model_file, format_named, model_home
 
@@ -52,6 +53,7 @@ def _fetch(model: str, repo_uri: str | None, model_file: str | None, scratch: st
     entry = with_retries(lambda: repository.version(*ref), f"read {model}")
     home = repository.local_home(*ref) or with_retries(
         lambda: repository.fetch(*ref, os.path.join(scratch, "model")), f"fetch {model}")
+    _refuse_links_out(home)  # a local repository's folder is used in place: a link may be planted there
     path = find_model_file(home, model_file)
     return FetchedModel(
         name=entry.model, version=entry.version, home=os.path.abspath(home),
@@ -62,6 +64,8 @@ def _fetch(model: str, repo_uri: str | None, model_file: str | None, scratch: st
 
 
 def _local_model(path: str, model_file: str | None) -> FetchedModel:
+    if os.path.isdir(path):
+        _refuse_links_out(path)
     model_path = find_model_file(path, model_file)
     fmt = detect_format(model_path)
     stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
@@ -69,6 +73,14 @@ def _local_model(path: str, model_file: str | None) -> FetchedModel:
         name=stem or "model", version="local", home=model_home(path),
         model_file=os.path.abspath(model_path), format=fmt.NAME,
     )
+
+
+def _refuse_links_out(folder: str) -> None:
+    """Refuse a model folder holding a symbolic link out of it (naming the link and its target)
+    before any step reads it: the link's target would be read as the model's data, and copied
+    with the result or into the repository. (A single model file's own references, an ONNX
+    model's external data, are checked by its format: onnx_model.companion_files.)"""
+    links.files_inside(folder, UnsupportedFormatError)
 
 
 def remote_home(uri: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from accelflow.core import links
 from accelflow.core.errors import RepositoryError
 from accelflow.storage.repository import ModelRepository, VersionEntry, parse_model_ref
 from accelflow.storage.retry import with_retries
@@ -106,7 +107,11 @@ def _copy_original(repository, request: dict, output: Store, folder: str) -> Non
 
 
 def _original_files(model: str) -> tuple[Store, list[tuple[str, str]]]:
-    """The model's home directory: the folder given, or the folder of the file given."""
+    """The model's home directory: the folder given, or the folder of the file given.
+
+    A symbolic link out of the home directory is refused, naming it and its target: saving
+    copies into the repository, where a link to ~/.aws/credentials would publish the secret.
+    A link to a file inside is copied as that file (core/links.py)."""
     import os
 
     if is_remote(model):
@@ -116,11 +121,13 @@ def _original_files(model: str) -> tuple[Store, list[tuple[str, str]]]:
         return home, [(home.path(rel), rel) for rel in home.files(home.root)]
     home = Store(model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model)), error=RepositoryError)
     if os.path.isdir(model):
-        return home, [(home.path(rel), rel) for rel in home.files(home.root) if not rel.startswith(".")]
+        return home, [(real, rel) for real, rel in links.files_inside(home.root, RepositoryError)
+                      if not rel.startswith(".")]
     from accelflow.formats.onnx_model import companion_files
 
     paths = [os.path.abspath(model), *companion_files(model)]
-    return home, [(p, os.path.relpath(p, home.root).replace(os.sep, "/")) for p in paths]
+    return home, [(links.resolved_inside(home.root, p, RepositoryError),
+                   os.path.relpath(p, home.root).replace(os.sep, "/")) for p in paths]
 
 
 def _lineage(task_id: str, task_name: str, result: dict) -> dict:

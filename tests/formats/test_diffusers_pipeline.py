@@ -12,6 +12,7 @@ from accelflow.core.errors import MissingDependencyError, SpecError, Unsupported
 from accelflow.formats import diffusers_pipeline as dp
 
 from accelflow import formats
+from tests.diffusers_hostile import custom_scheduler, name_module
 
 pytest.importorskip("diffusers", reason="Stable Diffusion pipelines need the diffusers extra: pip install -e .[diffusers]")
 
@@ -91,3 +92,83 @@ def test_dynamic_batch_and_sizes_carry_over_to_every_network(tiny):
 def test_what_does_not_fit_a_pipeline_is_refused_clearly(tiny, lines, message):
     with pytest.raises(SpecError, match=message):
         dp.components(tiny, lines)
+
+
+# -- model code (issue 17) ----------------------------------------------------------------------
+
+
+def _copy(tiny, tmp_path, name="p") -> str:
+    import shutil
+
+    return shutil.copytree(tiny, str(tmp_path / name))
+
+
+def test_a_pipeline_of_diffusers_and_transformers_classes_runs_no_code_of_its_own(tiny):
+    assert dp.code_risks(tiny) == []
+    index = json.load(open(os.path.join(tiny, "model_index.json")))
+    assert {index[c][0] for c in dp.REQUIRED} == {"diffusers", "transformers"}  # what the check allows
+
+
+def test_a_diffusers_pipeline_submodule_is_diffusers_own_code(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path)
+    name_module(os.path.join(folder, "model_index.json"), "safety_checker", "stable_diffusion",
+                "StableDiffusionSafetyChecker")
+    assert dp.code_risks(folder) == []
+
+
+def test_a_custom_component_names_the_component_and_its_module(tiny, tmp_path):
+    folder, module = custom_scheduler(tiny, str(tmp_path / "p"), str(tmp_path / "MARKER"))
+    assert dp.code_risks(folder) == [
+        f"component scheduler: {module}.HostileScheduler is a custom component (its library is not diffusers or "
+        f"transformers); loading it would import scheduler/{module}.py"]
+    name_module(os.path.join(folder, "model_index.json"), "tokenizer", "some_installed_module", "Tok")
+    assert "loading it would import the module 'some_installed_module'" in dp.code_risks(folder)[-1]
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_a_custom_pipeline_is_named(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path)
+    index = json.load(open(os.path.join(folder, "model_index.json")))
+    index["_class_name"] = ["my_pipeline", "MyPipeline"]
+    json.dump(index, open(os.path.join(folder, "model_index.json"), "w"))
+    assert dp.code_risks(folder) == ["model_index.json: _class_name ['my_pipeline', 'MyPipeline'] is a custom "
+                                     "pipeline; diffusers would import my_pipeline.py from the pipeline folder"]
+    open(os.path.join(folder, "None.py"), "w").write("")  # what diffusers imports when no custom pipeline is named
+    assert dp.code_risks(folder)[-1].startswith("None.py beside model_index.json")
+
+
+def test_remote_code_a_component_config_names_is_a_risk(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path)
+    config = os.path.join(folder, "text_encoder", "config.json")
+    data = json.load(open(config))
+    data["auto_map"] = {"AutoModel": "modeling_evil.EvilModel", "AutoConfig": "someone/repo--configuration_evil.C"}
+    json.dump(data, open(config, "w"))
+    assert dp.code_risks(folder) == ["component text_encoder: text_encoder/config.json names remote code (auto_map) "
+                                     "in configuration_evil.py, modeling_evil.py; loading it would import that"]
+
+
+def test_a_component_name_cannot_leave_the_folder(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path)
+    name_module(os.path.join(folder, "model_index.json"), "../outside", "diffusers", "PNDMScheduler")
+    with pytest.raises(UnsupportedFormatError, match="names a component '../outside', which is not a folder name"):
+        dp.code_risks(folder)
+
+
+def test_loading_never_imports_a_custom_component_unless_trusted(tiny, tmp_path):
+    from accelflow.core.errors import UntrustedModelError
+
+    marker = tmp_path / "MARKER"
+    folder, module = custom_scheduler(tiny, str(tmp_path / "p"), str(marker))
+    with pytest.raises(UntrustedModelError, match=f"scheduler/{module}.py.*--trust-model-code"):
+        dp.load(folder)
+    assert not marker.exists()
+    pipe = dp.load(folder, trust_model_code=True)  # diffusers gets trust_remote_code=True for it
+    assert marker.exists() and type(pipe.scheduler).__name__ == "HostileScheduler"
+
+
+def test_a_module_named_after_diffusers_in_a_component_folder_is_a_risk(tiny, tmp_path):
+    """diffusers imports <component>/<library>.py when the file is there, even for library "diffusers"."""
+    folder = _copy(tiny, tmp_path)
+    open(os.path.join(folder, "scheduler", "diffusers.py"), "w").write("raise SystemExit('ran')\n")
+    assert dp.code_risks(folder) == ["component scheduler: its folder ships scheduler/diffusers.py, which diffusers "
+                                     "would import in place of the diffusers library"]

@@ -192,6 +192,40 @@ def test_dangling_symlink_in_source_refused(repo, model_dir):
     assert repo.list() == [] and _stored_paths(repo) == []
 
 
+def test_link_out_of_the_source_folder_refused_naming_link_and_target(repo, model_dir, tmp_path):
+    secret = tmp_path / "credentials"
+    secret.write_bytes(b"aws_secret_access_key = SECRET")
+    link = os.path.join(model_dir, "weights", "w2.bin")
+    os.symlink(secret, link)
+    with pytest.raises(RepositoryError, match=f"{re.escape(link)} is a symbolic link to {re.escape(str(secret))}, "
+                                              "outside the model's folder"):
+        repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
+    assert repo.list() == [] and _stored_paths(repo) == []
+
+
+def test_link_to_a_file_inside_the_source_folder_is_copied_as_that_file(repo, model_dir, tmp_path):
+    os.symlink(os.path.join("weights", "w.bin"), os.path.join(model_dir, "w-latest.bin"))
+    entry = repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
+    assert "w-latest.bin" in entry.files
+    fetched = tree(repo.fetch("m", "v1", str(tmp_path / "fetched")))
+    original = open(os.path.join(model_dir, "weights", "w.bin"), "rb").read()
+    assert fetched["w-latest.bin"] == fetched["weights/w.bin"] == original
+    assert not os.path.islink(tmp_path / "fetched" / "w-latest.bin")
+
+
+def test_link_planted_in_a_local_version_folder_is_not_followed_out(model_dir, tmp_path):
+    repo = ModelRepository(str(tmp_path / "repo"))
+    entry = repo.add("m", "v1", model_dir, source="uploaded", format="onnx")
+    secret = tmp_path / "credentials"
+    secret.write_bytes(b"SECRET")
+    planted = os.path.join(entry.home, "config.json")
+    os.unlink(planted)
+    os.symlink(secret, planted)  # someone with write access to the repository's folder
+    with pytest.raises(RepositoryError, match=f"{re.escape(planted)} is a symbolic link to {re.escape(str(secret))}"):
+        repo.fetch("m", "v1", str(tmp_path / "fetched"))
+    assert not os.path.lexists(tmp_path / "fetched" / "config.json")
+
+
 def test_leftover_of_crashed_add_is_never_read_nor_removed(repo, model_file):
     # A crashed add leaves its own upload folder and no version.json: not a version. It may
     # as well be another writer's add in progress, so a later add leaves it alone.

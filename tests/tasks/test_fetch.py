@@ -89,3 +89,26 @@ def test_samples_by_uri_are_copied_local_paths_kept(s3_repo_uri, tmp_path):
     assert open(copied, "rb").read() == b"npz bytes"
     with pytest.raises(SpecError, match="--samples file not found"):
         local_file(f"s3://{bucket}/inputs/missing.npz", str(tmp_path / "scratch"))
+
+
+def test_a_model_folder_holding_a_link_out_of_it_is_refused(models, tmp_path):
+    """Any file of the folder may be read as the model's (a SavedModel's variables, a pipeline's
+    weights) and is copied with it: a link out is refused before any step reads the folder."""
+    secret = tmp_path / "credentials"
+    secret.write_text("SECRET")
+    link = os.path.join(models, "variables.data")
+    os.symlink(secret, link)
+    with pytest.raises(UnsupportedFormatError, match=f"{link} is a symbolic link to {secret}, outside the model's"):
+        fetch_model(models, None, None, str(tmp_path / "scratch"))
+    fetched = fetch_model(os.path.join(models, "cnn.onnx"), None, None, str(tmp_path / "scratch"))
+    assert fetched.model_file == os.path.join(models, "cnn.onnx")  # a file given alone: only its own data counts
+
+
+def test_a_link_planted_in_a_local_repository_version_is_refused(models, tmp_path):
+    repo = ModelRepository(str(tmp_path / "repo"))
+    entry = repo.add("cnn", "v1", models, source="uploaded", format="onnx")
+    secret = tmp_path / "credentials"
+    secret.write_text("SECRET")
+    os.symlink(secret, os.path.join(entry.home, "notes.txt"))  # by someone who can write the repository's folder
+    with pytest.raises(UnsupportedFormatError, match=f"notes.txt is a symbolic link to {secret}"):
+        fetch_model("cnn@v1", repo.uri, None, str(tmp_path / "scratch"))

@@ -106,3 +106,52 @@ def test_a_failed_save_leaves_no_folder_and_no_version(task):
 def test_the_optimized_name_fits_the_repository():
     assert optimized_model_name("bert") == "bert-optimized"
     assert len(optimized_model_name("m" * 128)) == 128  # the repository's longest name
+
+
+def _no_leftovers(request) -> None:
+    leftovers = [os.path.join(root, n) for root, _, names in os.walk(request["output"]) for n in names]
+    assert leftovers == []
+    with pytest.raises(RepositoryError):
+        ModelRepository(request["repo"]).show(optimized_model_name("cnn"))
+
+
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_a_link_out_of_the_original_folder_is_refused_naming_link_and_target(task, tmp_path, given):
+    """The external data replaced by a link to a secret after the task ran: the save would copy
+    the secret into the repository; it is refused, naming the link and where it points."""
+    run_id, request, result = task
+    data = tmp_path / "models" / "cnn.onnx.data"
+    secret = tmp_path / "credentials"
+    secret.write_bytes(data.read_bytes() + b"SECRET")
+    data.unlink()
+    data.symlink_to(secret)
+    model = request["model"] if given == "file" else str(tmp_path / "models")
+    with pytest.raises(AccelflowError, match=f"{data} is a symbolic link to {secret}"):
+        save_task(run_id, "cnn-fp16", dict(request, model=model), result)
+    _no_leftovers(request)
+
+
+def test_a_link_inside_the_original_folder_is_saved_as_the_file_it_names(task, tmp_path):
+    run_id, request, result = task
+    (tmp_path / "models" / "notes").mkdir()
+    (tmp_path / "models" / "notes" / "v2.txt").write_text("trained on ...")
+    (tmp_path / "models" / "NOTES.txt").symlink_to(os.path.join("notes", "v2.txt"))
+    entry = save_task(run_id, "cnn-fp16", dict(request, model=str(tmp_path / "models")), result)
+    saved = tree(entry.home)
+    assert saved["NOTES.txt"] == saved["notes/v2.txt"] == b"trained on ..."
+    assert not os.path.islink(os.path.join(entry.home, "NOTES.txt"))
+
+
+def test_external_data_in_a_subfolder_is_saved_in_its_subfolder(tmp_path):
+    import onnx
+
+    (tmp_path / "models" / "weights").mkdir(parents=True)
+    model = modelzoo.tiny_cnn_onnx(str(tmp_path / "models"))
+    onnx.save_model(onnx.load(model), model, save_as_external_data=True, location="weights/w.bin", size_threshold=0)
+    run_id = str(uuid.uuid4())
+    request = {"model": model, "output": str(tmp_path / "saved"), "repo": str(tmp_path / "repo")}
+    result = {"result_uri": _published(str(tmp_path / "results"), "cnn-fp16", run_id), "model": "cnn",
+              "version": "local"}
+    entry = save_task(run_id, "cnn-fp16", request, result)
+    assert {"cnn.onnx", "weights/w.bin"} <= set(tree(entry.home))
+    onnx.checker.check_model(os.path.join(entry.home, "cnn.onnx"))  # its external data is where it says
