@@ -165,11 +165,14 @@ DENIED_OPS = frozenset({
     "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset", "FixedLengthRecordDataset",
     "FixedLengthRecordDatasetV2", "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset", "SqlDataset",
     "ExperimentalSqlDataset", "LMDBDataset", "ExperimentalLMDBDataset", "SnapshotDataset", "SnapshotDatasetV2",
-    "SnapshotDatasetReader", "SnapshotChunkDataset", "SaveDataset", "SaveDatasetV2", "LoadDataset",
-    "ExperimentalLoadDataset", "DistributedSave", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord",
-    "MatchingFilesDataset", "ExperimentalMatchingFilesDataset", "CacheDataset", "CacheDatasetV2", "RecordInput",
-    # lookup tables and checkpoint remapping filled from a file named by a tensor
+    "SnapshotDatasetReader", "SnapshotChunkDataset", "ListSnapshotChunksDataset", "SaveDataset", "SaveDatasetV2",
+    "LoadDataset", "DistributedSave", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord", "MatchingFilesDataset",
+    "ExperimentalMatchingFilesDataset", "CacheDataset", "CacheDatasetV2", "RecordInput",
+    # tables, samplers and checkpoint remapping filled from a file named by a tensor or an attr
     "InitializeTableFromTextFile", "InitializeTableFromTextFileV2", "LoadAndRemapMatrix", "GenerateVocabRemapping",
+    "FixedUnigramCandidateSampler", "Skipgram",
+    # tensor dumps to a file (quantization calibration, DumpTensor)
+    "CalibrationStatisticsSaver", "DumpTensor",
     # summary writers (an events file or an SQLite database)
     "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "WriteScalarSummary",
     "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary",
@@ -187,7 +190,8 @@ DENIED_OPS = frozenset({
 # Checkpoint ops write and read files too; a SavedModel's own saver uses them (its variables are
 # restored through them), so they are allowed there only: in the nodes and functions that only
 # the saver (saver_def.save_tensor_name / restore_op_name) reaches.
-SAVER_OPS = frozenset({"Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints"})
+SAVER_OPS = frozenset({"Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints",
+                       "DTensorRestoreV2"})
 
 
 def parse_proto(message, path: str, what: str):

@@ -96,6 +96,20 @@ def writing_savedmodel(folder: str, target: str) -> str:
     return _save_module(tf, _serving_module(tf, body), folder)
 
 
+def environ_copying_savedmodel(folder: str, target: str) -> str:
+    """A SavedModel whose serving function copies its process's environment as it was started
+    (/proc/self/environ) into the file `target`, and its /proc/self/stat (the pid first) into
+    `target`.stat: which process ran the model and what it was given, seen from inside it."""
+    tf = _tf()
+
+    def body(x):
+        tf.io.write_file(target, tf.io.read_file("/proc/self/environ"))
+        tf.io.write_file(target + ".stat", tf.io.read_file("/proc/self/stat"))
+        return x * 2.0
+
+    return _save_module(tf, _serving_module(tf, body), folder)
+
+
 def reading_savedmodel(folder: str, source: str) -> str:
     """A SavedModel whose serving function reads the file `source` into its output (tf.io.read_file)."""
     tf = _tf()
@@ -146,3 +160,18 @@ def reading_frozen_graph(path: str, source: str) -> str:
         tf.add(x, tf.cast(tf.strings.length(contents), tf.float32), name="y")
     tf.io.write_graph(graph.as_graph_def(), os.path.dirname(path), os.path.basename(path), as_text=False)
     return path
+
+
+def edit_saved_model(folder: str, edit) -> str:
+    """Rewrite saved_model.pb with `edit(meta_graph)` applied to its meta graph: a model as an
+    attacker would write it by hand, which the TF API would not produce."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(folder, "saved_model.pb")
+    saved = saved_model_pb2.SavedModel()
+    with open(path, "rb") as f:
+        saved.ParseFromString(f.read())
+    edit(saved.meta_graphs[0])
+    with open(path, "wb") as f:
+        f.write(saved.SerializeToString())
+    return folder
