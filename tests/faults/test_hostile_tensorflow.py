@@ -13,8 +13,8 @@ from accelflow.flows.cli.main import EXIT_USER_ERROR, main
 
 from tests import tf_models
 
-# Not pytest.importorskip: importing tf2onnx while pytest collects leaves pytest's own stderr
-# capture closed by the end of the first flow run ("I/O operation on closed file").
+# Not pytest.importorskip("tf2onnx"): with it, pytest's own stderr capture was found closed after
+# this file's first flow run ("I/O operation on closed file"; TF 2.21, tf2onnx 1.17).
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs the tf extra")
 
 FAST = ["--draws", "1", "--bench-seconds", "0.2"]
