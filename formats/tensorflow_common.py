@@ -11,7 +11,13 @@ from __future__ import annotations
 import logging
 import os
 
-from accelflow.core.errors import ConversionError, ModelMismatchError, first_line, missing_dependency
+from accelflow.core.errors import (
+    ConversionError,
+    ModelMismatchError,
+    UnsupportedFormatError,
+    first_line,
+    missing_dependency,
+)
 from accelflow.core.runner import thread_count
 
 EXTRA = "tf"
@@ -139,3 +145,153 @@ def match_names(spec, model_names: list[str], what: str) -> list[str]:
         f"{', '.join(model_names)}. Name each input as the model does, or use input_0, "
         f"input_1, ... in this order."
     )
+
+
+# ---------------------------------------------------------------- code risks (issue 17)
+# A TensorFlow graph is a program: running it may read and write the worker's files, call back
+# into Python, or talk to the network. These are the operations that reach outside the model,
+# scanned for in the parsed protobuf before TensorFlow loads or runs anything. It starts from
+# `saved_model_cli scan`'s denylist (WriteFile, ReadFile, PrintV2) and adds, by what they do:
+DENIED_OPS = frozenset({
+    # files named by a tensor: read, write, list, map into memory
+    "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst",
+    # printing to a file (PrintV2's output_stream may be file://...)
+    "PrintV2",
+    # calls into the Python process (a function registered by the saving program)
+    "PyFunc", "PyFuncStateless", "EagerPyFunc",
+    # TF1 readers and tf.data sources/sinks that open files
+    "WholeFileReader", "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2",
+    "FixedLengthRecordReader", "FixedLengthRecordReaderV2", "TFRecordReader", "TFRecordReaderV2", "LMDBReader",
+    "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset", "FixedLengthRecordDataset",
+    "FixedLengthRecordDatasetV2", "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset", "SqlDataset",
+    "ExperimentalSqlDataset", "LMDBDataset", "ExperimentalLMDBDataset", "SnapshotDataset", "SnapshotDatasetV2",
+    "SnapshotDatasetReader", "SnapshotChunkDataset", "ListSnapshotChunksDataset", "SaveDataset", "SaveDatasetV2",
+    "LoadDataset", "DistributedSave", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord", "MatchingFilesDataset",
+    "ExperimentalMatchingFilesDataset", "CacheDataset", "CacheDatasetV2", "RecordInput",
+    # tables, samplers and checkpoint remapping filled from a file named by a tensor or an attr
+    "InitializeTableFromTextFile", "InitializeTableFromTextFileV2", "LoadAndRemapMatrix", "GenerateVocabRemapping",
+    "FixedUnigramCandidateSampler", "Skipgram",
+    # tensor dumps to a file (quantization calibration, DumpTensor)
+    "CalibrationStatisticsSaver", "DumpTensor",
+    # summary writers (an events file or an SQLite database)
+    "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "WriteScalarSummary",
+    "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary",
+    "WriteRawProtoSummary", "ImportEvent",
+    # debugger ops: their debug_urls (file://, grpc://) dump tensors out of the process
+    "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary",
+    "DebugNumericSummaryV2", "Copy", "CopyHost",
+    # proto codecs whose descriptor_source may name a file
+    "DecodeProtoV2", "EncodeProto",
+    # the network: RPC and the tf.data service
+    "RpcServer", "RpcClient", "RpcCall", "RpcServerStart", "RpcServerRegister", "RpcCheckStatus",
+    "RpcGetValue", "RegisterDataset", "RegisterDatasetV2", "DataServiceDataset", "DataServiceDatasetV2",
+    "DataServiceDatasetV3", "DataServiceDatasetV4",
+})
+# Checkpoint ops write and read files too; a SavedModel's own saver uses them (its variables are
+# restored through them), so they are allowed there only: in the nodes and functions that only
+# the saver (saver_def.save_tensor_name / restore_op_name) reaches.
+SAVER_OPS = frozenset({"Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints",
+                       "DTensorRestoreV2"})
+
+
+def parse_proto(message, path: str, what: str):
+    """`message` (an empty TF proto) read from `path`. Parsing runs no operation."""
+    import_tf()
+    try:
+        with open(path, "rb") as f:
+            message.ParseFromString(f.read())
+    except Exception as exc:  # DecodeError, and OSError for unreadable files
+        raise UnsupportedFormatError(
+            f"{path} looks like a TensorFlow {what} but is not a valid one ({first_line(exc)}). "
+            "If it was truncated in transfer, upload it again."
+        ) from exc
+    return message
+
+
+def graph_risks(graph_def, saver_def=None, roots: tuple[str, ...] = (), entry_functions: tuple[str, ...] = ()) -> list[str]:
+    """Each denied operation in the graph and its function library, as "WriteFile op in function f".
+
+    `saver_def` exempts the Save/Restore ops of the nodes and functions only its save and restore
+    nodes reach. `roots` are node names something other than the saver runs (signature tensors,
+    init ops); `entry_functions` are functions the loader calls by name (a SavedModel's object graph).
+    """
+    calls = _function_calls(graph_def.library)
+    saver_nodes = _saver_only_nodes(graph_def, saver_def, roots)
+    other = _reachable(calls, [f for n in graph_def.node if n.name not in saver_nodes for f in _node_calls(n, calls)]
+                       + [f for f in entry_functions if f in calls])
+    from_saver = _reachable(calls, [f for n in graph_def.node if n.name in saver_nodes for f in _node_calls(n, calls)])
+    saver_functions = from_saver - other
+    risks = [f"{n.op} op at node {n.name}" for n in graph_def.node
+             if n.op in DENIED_OPS or (n.op in SAVER_OPS and n.name not in saver_nodes)]
+    for function in graph_def.library.function:
+        name = function.signature.name
+        for op in dict.fromkeys(n.op for n in function.node_def):
+            if op in DENIED_OPS or (op in SAVER_OPS and name not in saver_functions):
+                risks.append(f"{op} op in function {name}")
+    return risks
+
+
+def _function_calls(library) -> dict[str, set[str]]:
+    """Function name -> the functions its nodes call (by op name or through a func attr), with
+    its registered gradient function (called when differentiated)."""
+    names = {f.signature.name for f in library.function}
+    calls = {f.signature.name: {c for n in f.node_def for c in _node_calls(n, names)}
+             | {c for value in f.attr.values() for c in _attr_functions(value)} for f in library.function}
+    for gradient in library.gradient:
+        calls.setdefault(gradient.function_name, set()).add(gradient.gradient_func)
+    return calls
+
+
+def _node_calls(node, functions) -> set[str]:
+    """The functions a node calls: its op when that names a function (TF1-style call), and every
+    function an attr holds (PartitionedCall's f, While's cond and body, If's branches, ...)."""
+    called = {c for value in node.attr.values() for c in _attr_functions(value)}
+    if node.op in functions:
+        called.add(node.op)
+    return called
+
+
+def _attr_functions(value) -> list[str]:
+    """Function names an AttrValue holds, including those nested in the attrs of a func."""
+    found = []
+    funcs = list(value.list.func) + ([value.func] if value.HasField("func") else [])
+    for func in funcs:
+        found.append(func.name)
+        found += [c for nested in func.attr.values() for c in _attr_functions(nested)]
+    return found
+
+
+def _reachable(calls: dict[str, set[str]], start: list[str]) -> set[str]:
+    seen, todo = set(), list(start)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += calls.get(name, ())
+    return seen
+
+
+def _saver_only_nodes(graph_def, saver_def, roots: tuple[str, ...]) -> set[str]:
+    """The top-level nodes only the saver's save and restore nodes reach: what they read (their
+    inputs, recursively) less what any other node or root reads too."""
+    if saver_def is None:
+        return set()
+    inputs = {n.name: [_node_name(i) for i in n.input] for n in graph_def.node}
+    saver = _ancestors(inputs, [_node_name(saver_def.save_tensor_name), _node_name(saver_def.restore_op_name)])
+    others = [n for n in inputs if n not in saver] + [_node_name(r) for r in roots]
+    return saver - _ancestors(inputs, others)
+
+
+def _ancestors(inputs: dict[str, list[str]], start: list[str]) -> set[str]:
+    seen, todo = set(), [n for n in start if n in inputs]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += [i for i in inputs.get(name, ()) if i in inputs]
+    return seen
+
+
+def _node_name(tensor: str) -> str:
+    """`node` of `node:0`, `^node` (a control input) or `node`."""
+    return tensor.lstrip("^").split(":")[0]

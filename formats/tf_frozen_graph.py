@@ -40,8 +40,9 @@ def detect(path: str) -> bool:
 
 
 def code_risks(path: str) -> list[str]:
-    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
-    return []
+    """The graph's operations that reach outside the model (files, Python, network), read from the
+    parsed GraphDef before anything runs. A frozen graph has no saver: its checkpoint ops count too."""
+    return tfc.graph_risks(load(path))
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

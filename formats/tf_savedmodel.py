@@ -28,8 +28,39 @@ def detect(path: str) -> bool:
 
 
 def code_risks(path: str) -> list[str]:
-    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
-    return []
+    """The operations of every meta graph that reach outside the model (files, Python, network),
+    read from saved_model.pb before TensorFlow loads anything; the saver's own checkpoint ops are
+    allowed (tensorflow_common.graph_risks)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = tfc.parse_proto(saved_model_pb2.SavedModel(), os.path.join(model_dir(path), PB_FILE), "SavedModel")
+    risks = []
+    for meta in saved.meta_graphs:
+        saver = meta.saver_def if meta.HasField("saver_def") else None
+        found = tfc.graph_risks(meta.graph_def, saver, _run_nodes(meta), _loaded_functions(meta.object_graph_def))
+        where = f" (meta graph tagged {','.join(meta.meta_info_def.tags)})" if len(saved.meta_graphs) > 1 else ""
+        risks += [risk + where for risk in found]
+    return list(dict.fromkeys(risks))
+
+
+def _run_nodes(meta) -> tuple[str, ...]:
+    """Nodes the loader runs besides the saver's: every signature's tensors (the init op's
+    included) and the node lists of the collections (TF1 main_op, table initializers, ...)."""
+    tensors = [info.name for sig in meta.signature_def.values()
+               for info in (*sig.inputs.values(), *sig.outputs.values())]
+    listed = [name for collection in meta.collection_def.values() for name in collection.node_list.value]
+    return tuple(tensors + listed)
+
+
+def _loaded_functions(object_graph) -> tuple[str, ...]:
+    """Functions TF2's loader restores by name: the object graph's concrete functions (signatures,
+    methods, resource initializers); any of them may be called once loaded."""
+    names = list(object_graph.concrete_functions)
+    for node in object_graph.nodes:
+        names += list(node.function.concrete_functions)
+        if node.HasField("bare_concrete_function"):
+            names.append(node.bare_concrete_function.concrete_function_name)
+    return tuple(names)
 
 
 def _is_saved_model_pb(path: str) -> bool:
