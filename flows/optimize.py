@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from accelflow.core.accuracy import check_samples
 from accelflow.core.runner import thread_count
 from accelflow.flows.limits import limit_error, task_limits
 from accelflow.flows.progress import Progress
@@ -69,7 +70,7 @@ def optimize(request: OptimizeRequest):
     dest = Destination(output, package.start_staging(output), str(flow_run.get_id()))
     watcher = StopWatcher(flow_run.get_id(), time_limit=limits.seconds)
     device = engines.compute_device(request.device)
-    with watcher, ModelProcess(dest.work_dir, device, limits.memory_gib) as process:
+    with watcher, ModelProcess(dest.work_dir, device, limits.memory_gib, request.trust_model_code) as process:
         try:
             return _optimize_into(request, dest, process)
         except BaseException as exc:
@@ -88,6 +89,8 @@ def _optimize_into(request: OptimizeRequest, dest: Destination, pool: ModelProce
     with progress.step("fetch model"):
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work, request.trust_model_code)
         request = request.model_copy(update={"samples": fetch.local_file(request.samples, work)})
+        if request.samples:
+            check_samples(request.samples)  # from the zip's headers, before any work
     with progress.step("parse tensor information"):
         ctx = ModelContext(fetched.model_file, fetched.format, steps.parse_tensor_info(request.tensor_info), work,
                            thread_count(), pool.device, request.int_range_map(),

@@ -6,6 +6,7 @@ import os
 import time
 
 from accelflow.core import tensor_info
+from accelflow.core.accuracy import check_samples
 from accelflow.core.errors import SpecError
 from accelflow.core.levels import level_named
 from accelflow.storage.store import is_remote
@@ -94,8 +95,10 @@ def check_request(request: OptimizeRequest, local: bool = True) -> OptimizeReque
     if local:
         engines.candidates(level, device, request.engine, request.engine_version, request.qat)
     lines = tensor_info.parse(request.tensor_info).lines()
-    if request.samples and not is_remote(request.samples) and not os.path.isfile(request.samples):
-        raise SpecError(f"--samples file not found: {request.samples}")
+    if request.samples and not is_remote(request.samples):
+        if not os.path.isfile(request.samples):
+            raise SpecError(f"--samples file not found: {request.samples}")
+        check_samples(request.samples)
     _check_int_ranges(request.int_ranges)
     name = request.name or default_task_name(request.model, "qat" if request.qat else level)
     _check_text("task name", name, 200)

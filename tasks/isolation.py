@@ -48,7 +48,7 @@ _SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", 
                  "SESSION_KEY", "SSH_")
 # The child imports this module by name (not as __main__), so that its stand-ins are the parent's classes.
 _CHILD_MAIN = ("import sys; from accelflow.tasks.isolation import serve; "
-               "sys.exit(serve(int(sys.argv[1]), sys.argv[2], float(sys.argv[3])))")
+               "sys.exit(serve(int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4] == '1'))")
 ISOLATE_NETWORK_ENV = "ACCELFLOW_ISOLATE_NETWORK"  # 0: keep the network (an operator's choice)
 
 
@@ -94,10 +94,12 @@ def no_network_prefix() -> tuple[str, ...]:
 class ModelProcess:
     """One task's model process: started on the first step, ended with the task (`with`)."""
 
-    def __init__(self, work_dir: str, device: str = "cpu", memory_gib: float | None = None):
+    def __init__(self, work_dir: str, device: str = "cpu", memory_gib: float | None = None,
+                 trust_model_code: bool = False):
         self.work_dir = work_dir
         self.device = device  # where the baseline is timed (RunnerPool's device)
         self.memory_gib = memory_gib
+        self.trust_model_code = trust_model_code
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._step = ""
@@ -148,7 +150,7 @@ class ModelProcess:
         os.makedirs(self.work_dir, exist_ok=True)
         ours, theirs = Pipe(duplex=True)
         command = [*no_network_prefix(), sys.executable, "-c", _CHILD_MAIN,
-                   str(theirs.fileno()), self.device, str(self.memory_gib or 0)]
+                   str(theirs.fileno()), self.device, str(self.memory_gib or 0), str(int(self.trust_model_code))]
         self._proc = subprocess.Popen(command, env=child_environment(os.environ), cwd=self.work_dir,
                                       pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                                       start_new_session=True)  # its own group: killed with what it starts
@@ -277,13 +279,13 @@ def _run(conn: Connection, pool, module: str, qualname: str, args: list) -> tupl
         return ("error", cls.__module__, cls.__qualname__, str(exc), traceback.format_exc(limit=-8))
 
 
-def serve(fd: int, device: str, memory_gib: float) -> int:
+def serve(fd: int, device: str, memory_gib: float, trust_model_code: bool) -> int:
     """The child's loop: run each step the parent sends until it sends None or goes away."""
     from accelflow.tasks.runners import RunnerPool
 
     _limit_memory(memory_gib)
     conn = Connection(fd)
-    with RunnerPool(device) as pool:
+    with RunnerPool(device, trust_model_code) as pool:
         while True:
             try:
                 message = conn.recv()

@@ -26,7 +26,7 @@ from accelflow.tasks.runners import RunnerPool
 
 def original(pool: RunnerPool, path: str):
     """The original pipeline, loaded once per task."""
-    return pool.load(("pipeline", path), lambda: diffusers_pipeline.load(path))
+    return pool.load(("pipeline", path), lambda: diffusers_pipeline.load(path, pool.trust_model_code))
 
 
 def pipeline_class(pool: RunnerPool, path: str) -> str:

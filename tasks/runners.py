@@ -23,8 +23,9 @@ from accelflow.tasks.context import ModelContext
 
 
 class RunnerPool:
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", trust_model_code: bool = False):
         self.device = device  # where the baseline is timed: "cpu" or "cuda"
+        self.trust_model_code = trust_model_code  # --trust-model-code: loaders may run the model's code
         self._loaded: dict[tuple, object] = {}
         self._postprocessors: dict[str, object] = {}  # a detector's heads, shared by its candidates
 

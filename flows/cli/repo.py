@@ -58,7 +58,7 @@ def cmd_add(args) -> int:
     check_name(args.version, "version")
     repo = ModelRepository(args.repo)
     fmt = args.format or _detect_format(args.path)
-    extra = _model_code(args.path, fmt, args.trust_model_code)
+    extra = _model_code(args.path, fmt, args.trust_model_code, given=bool(args.format))
     entry = repo.add(args.name, args.version, args.path, source=args.source, format=fmt, extra=extra)
     if args.json:
         _print_json(entry)
@@ -69,7 +69,7 @@ def cmd_add(args) -> int:
     return 0
 
 
-def _model_code(path: str, format_name: str, trusted: bool) -> dict | None:
+def _model_code(path: str, format_name: str, trusted: bool, given: bool) -> dict | None:
     """A local model whose loading runs code is refused unless trusted; the version records it.
     (A URI is checked when a task fetches it: nothing is downloaded here.)"""
     from accelflow.formats import check_model_code, find_model_file, format_named
@@ -77,7 +77,13 @@ def _model_code(path: str, format_name: str, trusted: bool) -> dict | None:
 
     if is_remote(path):
         return {"trust_model_code": True} if trusted else None
-    risks = check_model_code(format_named(format_name), find_model_file(path), trusted)
+    try:
+        model_file = find_model_file(path)
+    except UnsupportedFormatError:
+        if not given:
+            raise
+        model_file = path  # --format named it: what was given is what is checked
+    risks = check_model_code(format_named(format_name), model_file, trusted)
     return {"trust_model_code": True, "model_code": risks} if trusted else None
 
 

@@ -69,7 +69,6 @@ def test_trusted_the_model_runs_and_says_so(prefect_server, tmp_path, capsys):
     assert [r for r in settings["model_code"] if r.startswith("WriteFile op in function __inference_serve_")]
 
 
-@pytest.mark.xfail(strict=True, reason="until model steps run in the task's scratch folder (issue 17 item 2)")
 def test_trusted_a_relative_write_lands_in_the_scratch_folder_not_the_callers(prefect_server, tmp_path,
                                                                               monkeypatch, capsys):
     cwd = tmp_path / "cwd"
@@ -80,7 +79,6 @@ def test_trusted_a_relative_write_lands_in_the_scratch_folder_not_the_callers(pr
     assert os.listdir(cwd) == []
 
 
-@pytest.mark.xfail(strict=True, reason="until model steps run in a child without credentials (issue 17 item 2)")
 def test_trusted_the_model_sees_no_credentials(prefect_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-secret-3f9a")
     monkeypatch.setenv("PREFECT_API_KEY", "sentinel-key-77c1")
