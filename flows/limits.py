@@ -12,15 +12,11 @@ native code. Either way the task fails with the reason and its partial output is
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from accelflow.core.errors import ResourceLimitError, SpecError, first_line
+from accelflow.core import quotas
+from accelflow.core.errors import ResourceLimitError, first_line
 
-TIME_LIMIT_ENV = "ACCELFLOW_TIME_LIMIT"
-MEMORY_LIMIT_ENV = "ACCELFLOW_MEMORY_LIMIT_GB"
-DEFAULT_TIME_LIMIT_S = 4 * 3600.0  # a Stable Diffusion pipeline on a CPU takes about an hour
-_GIB = 1 << 30
 # How allocators say "no": Python, torch (c10), C++ (std::bad_alloc), ONNX Runtime, OpenVINO.
 _OOM_TEXT = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "failed to allocate",
              "out of memory", "memoryerror")
@@ -35,25 +31,9 @@ class TaskLimits:
 
 def task_limits(time_limit: float | None, memory_gib: float | None, device: str) -> TaskLimits:
     """The request's limits, capped by this worker's."""
-    worker_seconds = _worker_limit(TIME_LIMIT_ENV, DEFAULT_TIME_LIMIT_S)
-    worker_memory = _worker_limit(MEMORY_LIMIT_ENV, machine_memory_gib() if device.startswith("cpu") else None)
-    seconds, memory = _lowest(time_limit, worker_seconds), _lowest(memory_gib, worker_memory)
+    seconds = _lowest(time_limit, quotas.worker_time_limit())
+    memory = _lowest(memory_gib, quotas.worker_memory_gib(cpu=device.startswith("cpu")))
     return TaskLimits(seconds, memory, (seconds == time_limit, memory == memory_gib))
-
-
-def machine_memory_gib() -> float:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / _GIB
-
-
-def _worker_limit(variable: str, default: float | None) -> float | None:
-    text = os.environ.get(variable)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise SpecError(f"{variable}={text!r} is not a number: give a limit, or 0 for none.") from None
-    return value if value > 0 else None
 
 
 def _lowest(*values: float | None) -> float | None:
@@ -75,7 +55,7 @@ def out_of_memory(exc: BaseException) -> BaseException | None:
 def limit_error(exc: BaseException, timed_out: bool, limits: TaskLimits) -> ResourceLimitError | None:
     """The error to fail with when `exc` came from a resource limit, else None."""
     if timed_out:
-        source = "--time-limit" if limits.asked[0] else f"the worker's {TIME_LIMIT_ENV}"
+        source = "--time-limit" if limits.asked[0] else f"the worker's {quotas.TIME_LIMIT_ENV}"
         return ResourceLimitError(
             f"the task exceeded its time limit of {limits.seconds:g} s ({source}) and was stopped; "
             "nothing was kept. Raise --time-limit (up to the worker's limit), or shorten the work (fewer shape points, "
@@ -84,7 +64,7 @@ def limit_error(exc: BaseException, timed_out: bool, limits: TaskLimits) -> Reso
     oom = out_of_memory(exc)
     if oom is None:
         return None
-    source = "--memory-limit" if limits.asked[1] else f"the worker's {MEMORY_LIMIT_ENV}"
+    source = "--memory-limit" if limits.asked[1] else f"the worker's {quotas.MEMORY_LIMIT_ENV}"
     where = f"its memory limit of {limits.memory_gib:g} GiB ({source})" if limits.memory_gib else "the machine's memory"
     return ResourceLimitError(
         f"the task ran out of memory: it needed more than {where} ({first_line(oom)}); nothing "

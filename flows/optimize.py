@@ -20,8 +20,8 @@ from accelflow.storage.store import is_remote
 from accelflow.tasks import fetch, package, steps
 from accelflow.tasks.benchmark import TimingPlan
 from accelflow.tasks.context import ModelContext
-from accelflow.tasks.report import assemble, candidates_of, engine_notes, select
 from accelflow.tasks.isolation import ModelProcess
+from accelflow.tasks.report import assemble, candidates_of, engine_notes, select
 from prefect import flow
 
 from accelflow import engines

@@ -16,8 +16,8 @@ from accelflow.reports.results import PipelineReport
 from accelflow.tasks import package, pipeline, pipeline_e2e, pipeline_report, steps
 from accelflow.tasks.benchmark import TimingPlan
 from accelflow.tasks.context import ModelContext
-from accelflow.tasks.report import candidates_of
 from accelflow.tasks.isolation import ModelProcess
+from accelflow.tasks.report import candidates_of
 
 
 def optimize_pipeline_into(request, fetched, ctx: ModelContext, dest: Destination, progress: Progress,

@@ -13,8 +13,8 @@ from accelflow.flows.request import OptimizeRequest
 from accelflow.flows.runs import RESULT_ARTIFACT, run_has_ended
 from accelflow.tasks import publish, steps
 from accelflow.tasks.context import ModelContext
-from accelflow.tasks.package import Staging
 from accelflow.tasks.isolation import ModelProcess
+from accelflow.tasks.package import Staging
 
 from accelflow import engines
 
