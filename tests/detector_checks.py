@@ -11,7 +11,9 @@ def features_plus_heads_match(fmt, config: str, spec, tmp_path, example) -> tupl
     """(the original's per-image detections on the test images, the lossless accuracy)."""
     onnx_path, io = fmt.to_onnx(config, spec, str(tmp_path), [example])
     base = fmt.baseline_runner(config, spec, io, 2)
-    optimized = detections.candidate(fmt, onnx_model.OrtRunner(onnx_path, io, 2), io.to_dict(), 2)
+    # the conversion names its own config/checkpoint copies relative to the ONNX model's folder
+    located = detections.located(io.to_dict(), str(tmp_path))
+    optimized = detections.candidate(fmt, onnx_model.OrtRunner(onnx_path, io, 2), located, 2)
     structure = io.source["detections_structure"]
     refs, gots = [], []
     for _, arrays in detections.image_draws(spec, 1):
