@@ -145,8 +145,9 @@ def _loads_as_the_detector(folder, config):
 def _result_config_is_checked(folder):
     """A result whose config was made to run code (by whoever could write the result folder) is
     refused by accelflow.load unless trusted; trusted, the config's code runs, as MMEngine's."""
-    import accelflow
     from accelflow.core.errors import UntrustedModelError
+
+    import accelflow
 
     marker = os.path.join(folder, "MARKER")
     config = os.path.join(folder, "model", detections.RESULT_DIR, "config.py")
