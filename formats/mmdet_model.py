@@ -306,21 +306,31 @@ def _read_config(path: str, trusted: bool):
     return cfg
 
 
-def unregistered_types(node) -> list[str]:
-    """The `type` names in a config's dicts (recursively) that no MMEngine/MMDetection registry holds."""
-    names = _registered_names()
+def unregistered_types(model_cfg) -> list[str]:
+    """The `type` names in a config's dicts (recursively) that no MMEngine/MMDetection registry
+    holds. An `nms` dict's type is no registry name: mmcv's batched_nms eval()s it, so it must
+    name one of mmcv.ops' NMS functions."""
+    return _unregistered(model_cfg, None, _registered_names())
+
+
+def _unregistered(node, key: str | None, names: dict) -> list[str]:
     found = []
     if isinstance(node, dict):
         kind = node.get("type")
-        if isinstance(kind, str) and not _registered(kind, names):
-            found.append(kind)
-        elif kind is not None and not isinstance(kind, str):
-            found.append(repr(kind))
-        node = list(node.values())
-    if isinstance(node, (list, tuple)):
-        for item in node:
-            found += unregistered_types(item)
+        known = _mmcv_nms(kind) if key == "nms" else isinstance(kind, str) and _registered(kind, names)
+        if "type" in node and not known:
+            found.append(kind if isinstance(kind, str) else repr(kind))
+        found += [t for k, v in node.items() for t in _unregistered(v, k, names)]
+    elif isinstance(node, (list, tuple)):
+        found += [t for item in node for t in _unregistered(item, key, names)]
     return found
+
+
+def _mmcv_nms(kind) -> bool:
+    from mmcv.ops import nms as nms_module
+
+    op = getattr(nms_module, kind, None) if isinstance(kind, str) and kind.isidentifier() else None
+    return callable(op) and getattr(op, "__module__", "").startswith("mmcv.ops")
 
 
 def _registered(kind: str, names: dict[str | None, set[str]]) -> bool:
@@ -331,8 +341,8 @@ def _registered(kind: str, names: dict[str | None, set[str]]) -> bool:
 
 
 def _registered_names() -> dict[str | None, set[str]]:
-    """scope -> every name registered in a registry of that scope (MMEngine's roots and their
-    children: mmdet's, mmcv's...)."""
+    """scope -> every name registered in a registry of that scope (MMEngine's root registries
+    and their children, mmdet's among them: import_mmdet() has registered all of its modules)."""
     import mmengine.registry as roots
     from mmengine.registry import Registry
 
@@ -340,7 +350,6 @@ def _registered_names() -> dict[str | None, set[str]]:
     stack = [r for r in vars(roots).values() if isinstance(r, Registry)]
     while stack:
         registry = stack.pop()
-        registry.import_from_location()
         names.setdefault(registry.scope, set()).update(registry.module_dict)
         stack.extend(registry.children.values())
     return names
