@@ -89,6 +89,23 @@ def test_conversion_cache_entries_hold_their_own_config_and_checkpoint(detectors
 
 
 @needs_mmdet
+def test_types_mmengine_would_import_or_mmcv_would_eval_are_found(detectors):
+    """Plain data still names code: MMEngine's registry imports a type it does not hold, mmcv's
+    batched_nms eval()s its nms type. The stock configs name registered types only."""
+    from mmengine.config import Config
+
+    mmdet_model.import_mmdet()
+    cfg = Config.fromfile(detectors["faster-rcnn-r18"])
+    assert mmdet_model.unregistered_types(cfg.model) == []
+    cfg.model.backbone.type = "os.system"
+    cfg.model.test_cfg.rcnn.nms.type = "__import__('os').getcwd() and nms"
+    cfg.model.test_cfg.rpn.nms.type = "exec"
+    cfg.model.neck.type = "mmdet.FPN"  # a scoped registry name: fine
+    assert sorted(mmdet_model.unregistered_types(cfg.model)) == sorted(["os.system", "exec",
+                                                                       "__import__('os').getcwd() and nms"])
+
+
+@needs_mmdet
 def test_every_stock_config_of_the_tests_and_examples_is_plain_data(detectors):
     from examples.make_detectors import CONFIGS, mmdet_config
 
