@@ -39,11 +39,37 @@ def _write(folder, name: str, text: str) -> str:
 
 
 def test_a_config_of_plain_data_and_its_bases_has_no_risks(tmp_path):
-    _write(tmp_path, "bases/model.py", "_base_ = './more.py'\nmodel = dict(type='RetinaNet', neck=None)\n")
-    _write(tmp_path, "bases/more.py", "env_cfg = dict(cudnn_benchmark=False)\n")
-    config = _write(tmp_path, "faster_rcnn.py", PLAIN)
+    config = _plain_config(tmp_path, PLAIN)
     assert mmdet_model.code_risks(config) == []
     assert check_model_code(mmdet_model, config, trusted=False) == []
+
+
+def _plain_config(folder, text: str) -> str:
+    _write(folder, "bases/model.py", "_base_ = './more.py'\nmodel = dict(type='RetinaNet', neck=dict(type='FPN'))\n")
+    _write(folder, "bases/more.py", "env_cfg = dict(cudnn_benchmark=False)\n")
+    return _write(folder, "faster_rcnn.py", text)
+
+
+def test_what_the_check_allows_is_a_config_mmengine_reads(tmp_path):
+    """The allowed subset is real MMEngine config syntax, inheritance included (a check that
+    refused ordinary configs would make every model need --trust-model-code)."""
+    config = pytest.importorskip("mmengine.config")
+    path = _plain_config(tmp_path, PLAIN.replace(", 'mmdet::_base_/default_runtime.py'", ""))  # (mmdet not needed)
+    cfg = config.Config.fromfile(path)
+    assert cfg.model.backbone == {"type": "ResNet", "depth": 18, "frozen_stages": 1, "norm_eval": True}
+    assert cfg.model.neck.type == "mmdet.FPN" and cfg.env_cfg.cudnn_benchmark is False
+    assert (cfg.name, cfg.depth, cfg.data.neg, cfg.extra.c) == ("r19", 19, -512, {1, 2})
+
+
+def test_plain_data_names_code_through_mmengines_registry(tmp_path):
+    """Why `type` strings are checked: for a name it does not hold, MMEngine's registry imports
+    it by name, so `dict(type='os.system', command=...)` runs a command with no code in sight."""
+    registry = pytest.importorskip("mmengine.registry")
+    marker = tmp_path / "MARKER"
+    registry.MODELS.build(dict(type="os.system", command=f"touch {marker}"))
+    assert marker.exists()
+    config = _write(tmp_path, "c.py", f"model = dict(type='os.system', command='touch {marker}')\n")
+    assert mmdet_model.code_risks(config) == ["c.py line 1: a type 'os.system', which MMEngine would import by name"]
 
 
 @pytest.mark.parametrize("line, risk", [
