@@ -58,7 +58,10 @@ def code_risks(path: str) -> list[str]:
 # that is plain data, and why the rest is refused, is in code_risks' checks below.
 _DATA_CALLS = ("dict", "list", "tuple", "set")
 _SCOPED_TYPE = re.compile(r"^(?:mm[a-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")  # ResNet, mmdet.ResNet
-_SUBSTITUTION = re.compile(r"\{\{")  # MMEngine pastes {{ fileDirname }}, {{$ENV}}, {{_base_.x}} into the code text
+# MMEngine pastes {{ fileDirname }} (a folder name: text the model's author may choose) and
+# {{$ENV_VAR:default}} (the worker's environment: its secrets) into the code text before running
+# it; {{_base_.a.b}} becomes a reference to a base's value (names only: plain data).
+_SUBSTITUTION = re.compile(r"\{\{(?!\s*_base_(\.\w+)+\s*\}\})")
 _STATEMENTS = {ast.Import: "an import", ast.ImportFrom: "an import", ast.FunctionDef: "a function definition",
                ast.AsyncFunctionDef: "a function definition", ast.ClassDef: "a class definition",
                ast.With: "a with block (a new-style config's `with read_base():` imports its bases)"}
@@ -173,7 +176,7 @@ class _ConfigChecker:
                 self.refuse(node, "an item assignment with a computed key")
             elif node.slice.value == "type" and value is not None:
                 self.type_value(value)
-        else:
+        elif not _base_reference(node):
             self.refuse(node, f"an assignment to {_shown(node)}")
 
     def base(self, node, value) -> None:
@@ -188,6 +191,8 @@ class _ConfigChecker:
         """A `type` names what the registry builds; a name it has not registered MMEngine imports
         (`type='os.system'` would call os.system): only registry names are plain data."""
         name = node.value if isinstance(node, ast.Constant) else self.strings.get(getattr(node, "id", None))
+        if _base_reference(node):  # a base's type: checked where the base sets it
+            return
         if not isinstance(name, str):
             self.refuse(node, f"a type given by an expression ({_shown(node)})")
         elif not _SCOPED_TYPE.match(name):
@@ -211,8 +216,9 @@ class _ConfigChecker:
                     self.type_value(value)
                 self.expr(value)
         elif isinstance(node, ast.Attribute):
-            self.refuse(node, f"attribute access ({_shown(node)})")
-            self.expr(node.value)
+            if not _base_reference(node):
+                self.refuse(node, f"attribute access ({_shown(node)})")
+                self.expr(node.value)
         elif isinstance(node, ast.Lambda):
             self.refuse(node, "a lambda")
         elif isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
@@ -242,6 +248,16 @@ class _ConfigChecker:
             if keyword.arg == "type":
                 self.type_value(keyword.value)
             self.expr(keyword.value)
+
+
+def _base_reference(node) -> bool:
+    """`_base_.a.b`: a value of the inherited config (a ConfigDict of plain data), read or set
+    by name. A dunder attribute (`_base_.__class__`) is no value of it."""
+    while isinstance(node, ast.Attribute):
+        if node.attr.startswith("__"):
+            return False
+        node = node.value
+    return isinstance(node, ast.Name) and node.id == "_base_"
 
 
 def _is_call_of(node, name: str) -> bool:

@@ -24,6 +24,9 @@ model = dict(
 extra = dict({'a': 1}, **dict(b=2)) if False else dict(**dict(a=1), b=(1, 2), c={1, 2}, d=list((1,)))
 model['test_cfg']['rcnn']['max_per_img'] = 100
 depth += 1
+pipeline = _base_.train_pipeline + [dict(type='PackDetInputs')]
+_base_.model.neck.num_outs = depth - 14
+neck = dict(type=_base_.model.neck.type, norm={{_base_.env_cfg}})
 name: 'a string' = f'r{depth}'
 dataset_type = 'CocoDataset'
 data = dict(type=dataset_type, scales=[(1333, 800)], first=channels[0], neg=-channels[-1], s=set())
@@ -46,7 +49,7 @@ def test_a_config_of_plain_data_and_its_bases_has_no_risks(tmp_path):
 
 def _plain_config(folder, text: str) -> str:
     _write(folder, "bases/model.py", "_base_ = './more.py'\nmodel = dict(type='RetinaNet', neck=dict(type='FPN'))\n")
-    _write(folder, "bases/more.py", "env_cfg = dict(cudnn_benchmark=False)\n")
+    _write(folder, "bases/more.py", "env_cfg = dict(cudnn_benchmark=False)\ntrain_pipeline = [dict(type='LoadImageFromFile')]\n")
     return _write(folder, "faster_rcnn.py", text)
 
 
@@ -59,6 +62,8 @@ def test_what_the_check_allows_is_a_config_mmengine_reads(tmp_path):
     assert cfg.model.backbone == {"type": "ResNet", "depth": 18, "frozen_stages": 1, "norm_eval": True}
     assert cfg.model.neck.type == "mmdet.FPN" and cfg.env_cfg.cudnn_benchmark is False
     assert (cfg.name, cfg.depth, cfg.data.neg, cfg.extra.c) == ("r19", 19, -512, {1, 2})
+    assert cfg.neck == {"type": "FPN", "norm": {"cudnn_benchmark": False}}  # values of the bases, by reference
+    assert [p["type"] for p in cfg.pipeline] == ["LoadImageFromFile", "PackDetInputs"]
 
 
 def test_plain_data_names_code_through_mmengines_registry(tmp_path):
@@ -98,6 +103,9 @@ def test_plain_data_names_code_through_mmengines_registry(tmp_path):
     ("a = {}\nk = 'type'\na[k] = 'os.system'", "line 3: an item assignment with a computed key"),
     ("a = {}\na['type'] = 'os.system'", "line 2: a type 'os.system'"),
     ("x = '{{ fileDirname }}'", "line 1: a '{{ ... }}' substitution"),
+    ("x = _base_.__class__", "line 1: attribute access (_base_.__class__)"),
+    ("_base_.model.__class__ = dict", "line 1: an assignment to _base_.model.__class__"),
+    ("x = {{ _base_.model }} + '{{fileBasename}}'", "line 1: a '{{ ... }}' substitution"),
     ("x = '{{$AWS_SECRET_ACCESS_KEY:none}}'", "line 1: a '{{ ... }}' substitution"),
     ("x = 1\nif x:\n    y = 2", "line 2: a statement other than an assignment"),
     ("_base_ = base_path", "a _base_ that is not a literal path"),
