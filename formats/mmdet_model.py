@@ -318,15 +318,19 @@ def _read_config(path: str, trusted: bool):
             from accelflow.core.errors import untrusted_model
 
             raise untrusted_model(path, NAME, [f"a type {t!r} that MMDetection has not registered, which MMEngine "
-                                               "would import by name" for t in unknown])
+                                               "would import by name (or mmcv/mmdet would eval)" for t in unknown])
     return cfg
 
 
 def unregistered_types(model_cfg) -> list[str]:
     """The `type` names in a config's dicts (recursively) that no MMEngine/MMDetection registry
-    holds. An `nms` dict's type is no registry name: mmcv's batched_nms eval()s it, so it must
-    name one of mmcv.ops' NMS functions."""
+    holds, and the other strings the frameworks eval(). An `nms` dict's type is no registry name:
+    mmcv's batched_nms eval()s it, so it must name one of mmcv.ops' NMS functions; mmdet's
+    CameraMotionCompensation eval()s its `warp_mode` (an OpenCV constant's name)."""
     return _unregistered(model_cfg, None, _registered_names())
+
+
+_WARP_MODE = re.compile(r"^cv2\.MOTION_[A-Z]+$")
 
 
 def _unregistered(node, key: str | None, names: dict) -> list[str]:
@@ -336,6 +340,8 @@ def _unregistered(node, key: str | None, names: dict) -> list[str]:
         known = _mmcv_nms(kind) if key == "nms" else isinstance(kind, str) and _registered(kind, names)
         if "type" in node and not known:
             found.append(kind if isinstance(kind, str) else repr(kind))
+        if "warp_mode" in node and not _WARP_MODE.match(str(node["warp_mode"])):
+            found.append(str(node["warp_mode"]))
         found += [t for k, v in node.items() for t in _unregistered(v, k, names)]
     elif isinstance(node, (list, tuple)):
         found += [t for item in node for t in _unregistered(item, key, names)]

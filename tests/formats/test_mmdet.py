@@ -101,8 +101,10 @@ def test_types_mmengine_would_import_or_mmcv_would_eval_are_found(detectors):
     cfg.model.test_cfg.rcnn.nms.type = "__import__('os').getcwd() and nms"
     cfg.model.test_cfg.rpn.nms.type = "exec"
     cfg.model.neck.type = "mmdet.FPN"  # a scoped registry name: fine
-    assert sorted(mmdet_model.unregistered_types(cfg.model)) == sorted(["os.system", "exec",
-                                                                       "__import__('os').getcwd() and nms"])
+    cfg.model.roi_head.cmc = dict(type="CameraMotionCompensation", warp_mode="cv2.MOTION_EUCLIDEAN")  # fine
+    cfg.model.rpn_head.cmc = dict(type="CameraMotionCompensation", warp_mode="__import__('os').getcwd()")
+    assert sorted(mmdet_model.unregistered_types(cfg.model)) == sorted([
+        "os.system", "exec", "__import__('os').getcwd() and nms", "__import__('os').getcwd()"])
 
 
 @needs_mmdet
