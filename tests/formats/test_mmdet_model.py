@@ -166,3 +166,17 @@ def test_a_base_cycle_is_checked_once(tmp_path):
 def test_a_config_python_cannot_parse_is_left_to_mmengine_to_refuse(tmp_path):
     config = _write(tmp_path, "a.py", "model = dict(type='FasterRCNN'\n")
     assert mmdet_model.code_risks(config) == []
+
+
+def test_a_yaml_base_is_checked_because_mmengine_constructs_its_python_tags(tmp_path):
+    """MMEngine reads a .yaml base with PyYAML's full Loader: a python tag in it runs."""
+    mmengine = pytest.importorskip("mmengine")
+    marker = tmp_path / "MARKER"
+    base = _write(tmp_path, "base.yaml", f"hook: !!python/object/apply:os.system ['touch {marker}']\n")
+    mmengine.load(base)
+    assert marker.exists()
+    os.remove(marker)
+    config = _write(tmp_path, "config.py", "_base_ = 'base.yaml'\nmodel = dict(type='RetinaNet')\n")
+    assert mmdet_model.code_risks(config) == [
+        "base.yaml line 1: a YAML tag that constructs Python objects (tag:yaml.org,2002:python/object/apply:os.system)"]
+    assert not marker.exists()
