@@ -324,7 +324,10 @@ def _read_config(path: str, trusted: bool):
 
 def unregistered_types(model_cfg) -> list[str]:
     """The `type` names in a config's dicts (recursively) that no MMEngine/MMDetection registry
-    holds, and the other strings the frameworks eval(). An `nms` dict's type is no registry name:
+    holds and that name something importable (MMEngine's registry would import it: a dotted
+    path, or a module on sys.path), and the other strings the frameworks eval(). Some types are
+    no registry names and stay allowed (an RoI layer's `RoIAlign`, an mmcv.ops attribute; a
+    cascade RPN's `dilation`). An `nms` dict's type is no registry name either:
     mmcv's batched_nms eval()s it, so it must name one of mmcv.ops' NMS functions; mmdet's
     CameraMotionCompensation eval()s its `warp_mode` (an OpenCV constant's name)."""
     return _unregistered(model_cfg, None, _registered_names())
@@ -337,7 +340,8 @@ def _unregistered(node, key: str | None, names: dict) -> list[str]:
     found = []
     if isinstance(node, dict):
         kind = node.get("type")
-        known = _mmcv_nms(kind) if key == "nms" else isinstance(kind, str) and _registered(kind, names)
+        known = _mmcv_nms(kind) if key == "nms" else isinstance(kind, str) and (
+            _registered(kind, names) or not _importable(kind))
         if "type" in node and not known:
             found.append(kind if isinstance(kind, str) else repr(kind))
         if "warp_mode" in node and not _WARP_MODE.match(str(node["warp_mode"])):
@@ -348,9 +352,22 @@ def _unregistered(node, key: str | None, names: dict) -> list[str]:
     return found
 
 
-def _mmcv_nms(kind) -> bool:
-    from mmcv.ops import nms as nms_module
+def _importable(name: str) -> bool:
+    """Whether MMEngine's get_object_from_string could import `name` (found, not imported)."""
+    import importlib.util
 
+    if "." in name or not name.isidentifier():
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return True
+
+
+def _mmcv_nms(kind) -> bool:
+    import importlib
+
+    nms_module = importlib.import_module("mmcv.ops.nms")  # (mmcv.ops.nms, the attribute, is the function)
     op = getattr(nms_module, kind, None) if isinstance(kind, str) and kind.isidentifier() else None
     return callable(op) and getattr(op, "__module__", "").startswith("mmcv.ops")
 

@@ -101,10 +101,11 @@ def test_types_mmengine_would_import_or_mmcv_would_eval_are_found(detectors):
     cfg.model.test_cfg.rcnn.nms.type = "__import__('os').getcwd() and nms"
     cfg.model.test_cfg.rpn.nms.type = "exec"
     cfg.model.neck.type = "mmdet.FPN"  # a scoped registry name: fine
+    cfg.model.roi_head.bbox_head.loss_cls.type = "subprocess"  # an importable module
     cfg.model.roi_head.cmc = dict(type="CameraMotionCompensation", warp_mode="cv2.MOTION_EUCLIDEAN")  # fine
     cfg.model.rpn_head.cmc = dict(type="CameraMotionCompensation", warp_mode="__import__('os').getcwd()")
     assert sorted(mmdet_model.unregistered_types(cfg.model)) == sorted([
-        "os.system", "exec", "__import__('os').getcwd() and nms", "__import__('os').getcwd()"])
+        "os.system", "subprocess", "exec", "__import__('os').getcwd() and nms", "__import__('os').getcwd()"])
 
 
 @needs_mmdet
