@@ -83,7 +83,8 @@ class OptimizedModel:
         self.runner = engine.load(self.manifest["folder"], self.manifest, threads)
         if detections.is_detector(self.manifest.get("io")):  # the backbone's engine, then heads and NMS
             self.runner = detections.candidate(format_named(detections.format_name(self.manifest["io"])), self.runner,
-                                              self.manifest["io"], threads, self.manifest["folder"])
+                                              self.manifest["io"], threads, self.manifest["folder"],
+                                              trusted=trust_model_code)
             self.io.output_structure = self.manifest["io"]["source"]["detections_structure"]
 
     def __call__(self, *args, **kwargs):

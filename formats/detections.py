@@ -206,21 +206,55 @@ def format_name(io: dict) -> str:
 
 
 def candidate(fmt, engine_runner, io: dict, threads: int, folder: str | None = None,
-              postprocessors: dict | None = None) -> DetectionCandidate:
+              postprocessors: dict | None = None, trusted: bool = False) -> DetectionCandidate:
     """The engine's runner followed by the framework's heads, box decoding and NMS.
 
     `fmt` is the detector's format module. The config and checkpoint are io.source's: absolute
-    paths during a task, paths relative to the result's model folder `folder` once packaged.
+    paths during a task (the conversion's own copies, see `own_copies`), paths relative to the
+    result's model folder `folder` once packaged. A result's config is checked like a model's
+    before it is read (`trusted`: accelflow.load(..., trust_model_code=True)).
     `postprocessors` (config path -> heads) lets candidates of one task share the loaded heads.
     """
     import torch
 
     config = io["source"]["config"] if folder is None else os.path.join(folder, io["source"]["config"])
+    if folder is not None:
+        _inside(config, folder)
+        check_result_config(fmt, config, trusted)
     torch.set_num_threads(threads)
     postprocessors = {} if postprocessors is None else postprocessors
     if config not in postprocessors:
-        postprocessors[config] = fmt.postprocessor(config, io)
+        postprocessors[config] = fmt.postprocessor(config, io, trusted=trusted)
     return DetectionCandidate(engine_runner, postprocessors[config], f"{fmt.NAME} heads/NMS (torch)")
+
+
+def _inside(path: str, folder: str) -> None:
+    from accelflow.core.errors import EngineError
+
+    real, home = os.path.realpath(path), os.path.realpath(folder)
+    if os.path.commonpath([real, home]) != home:
+        raise EngineError(f"{folder}: the manifest's detector config {path} is outside the result folder.")
+
+
+def own_copies(fmt, config: str, out_dir: str, trusted: bool = False) -> dict:
+    """The config (merged with its bases) and its checkpoint, copied beside the ONNX model in
+    `out_dir`; their names, relative to it. A conversion, and so its cache entry, holds its own
+    copies: never a path into a model folder that a later task may have deleted (a fetched
+    model's scratch folder) or that holds other files by then (issue 17)."""
+    merged = fmt.save_config(config, out_dir, trusted=trusted)
+    checkpoint = os.path.splitext(merged)[0] + ".pth"  # named like the config: found beside it
+    shutil.copyfile(fmt.checkpoint_for(config), checkpoint)
+    return {"config": os.path.basename(merged), "checkpoint": os.path.basename(checkpoint)}
+
+
+def located(io: dict, folder: str) -> dict:
+    """A conversion's io with its detector files (named relative to the ONNX model, see
+    `own_copies`) as paths in `folder`, the folder the ONNX model is in now (its cache entry)."""
+    if not is_detector(io):
+        return io
+    source = io["source"]
+    return dict(io, source=dict(source, config=os.path.join(folder, source["config"]),
+                                checkpoint=os.path.join(folder, source["checkpoint"])))
 
 
 def package(fmt, model_dir: str, io: dict) -> dict:
@@ -294,6 +328,35 @@ def config_text(path: str) -> str | None:
             return f.read()
     except (UnicodeDecodeError, OSError):
         return None
+
+
+def yaml_risks(path: str, label: str) -> tuple[object, list[str]]:
+    """(the YAML file's data read with the safe loader, what in it would construct Python
+    objects): a python tag (`!!python/object/apply:os.system [...]`) runs code in an unsafe
+    loader (fvcore falls back to one; MMEngine's loader is one). Unreadable YAML: (None, [])."""
+    import yaml
+
+    text = config_text(path)
+    if text is None:
+        return None, []
+    try:
+        return yaml.safe_load(text), []
+    except yaml.constructor.ConstructorError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        tag = (exc.problem or "").split("tag", 1)[-1].strip(" '")
+        return None, [f"{label} line {line}: a YAML tag that constructs Python objects ({tag})"]
+    except yaml.YAMLError:  # the framework reports it when loading; nothing runs
+        return None, []
+
+
+def check_result_config(fmt, config: str, trusted: bool) -> None:
+    """A saved result's config is read like the original's: refused where reading it would run
+    code, unless trusted (accelflow.load(..., trust_model_code=True))."""
+    from accelflow.core.errors import untrusted_model
+
+    risks = [] if trusted else fmt.code_risks(config)
+    if risks:
+        raise untrusted_model(config, fmt.NAME, risks)
 
 
 def load_weights(model, checkpoint: str, config: str, key: str):

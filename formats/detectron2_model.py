@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import numpy as np
 from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
@@ -42,8 +43,31 @@ def detect(path: str) -> bool:
 
 
 def code_risks(path: str) -> list[str]:
-    """What in the model at `path` would run its author's code when loaded (issue 17: in progress)."""
-    return []
+    """What in the config at `path`, or in the `_BASE_` files it inherits, would run code when
+    Detectron2 reads it: a python tag (`!!python/object/apply:os.system [...]`), which fvcore's
+    merge_from_file constructs with yaml.unsafe_load unless allow_unsafe is off; and a `_BASE_`
+    outside the model's folder (a URL, or another file on the worker) is refused too."""
+    home = os.path.dirname(os.path.realpath(path))
+    risks, seen, current = [], set(), os.path.realpath(path)
+    while current and current not in seen:  # the _BASE_ chain, as fvcore follows it
+        seen.add(current)
+        label = os.path.relpath(current, home)
+        data, found = detections.yaml_risks(current, label)
+        risks += found
+        base = data.get("_BASE_") if isinstance(data, dict) else None
+        current, risk = _base_file(base, os.path.dirname(current), home, label) if isinstance(base, str) else (None, None)
+        risks += [risk] if risk else []
+    return risks
+
+
+def _base_file(base: str, folder: str, home: str, label: str) -> tuple[str | None, str | None]:
+    """(the _BASE_ file to read next, or None; a risk, or None), resolved as fvcore does."""
+    if base.startswith(("http://", "https://")):
+        return None, f"{label}: a _BASE_ fetched from the network ({base})"
+    target = os.path.realpath(os.path.join(folder, os.path.expanduser(base)))
+    if os.path.commonpath([target, home]) != home:
+        return None, f"{label}: a _BASE_ {base!r} outside the model's folder"
+    return (target if os.path.isfile(target) else None), None
 
 
 def checkpoint_for(config: str) -> str:
@@ -60,13 +84,15 @@ def import_detectron2():
     return get_cfg, build_model
 
 
-def load(path: str):
+def load(path: str, trusted: bool = False):
+    """The detector built from the config (python tags in the YAML constructed only if
+    `trusted`), weights from its checkpoint, in eval mode on the CPU."""
     get_cfg, build_model = import_detectron2()
     checkpoint = checkpoint_for(path)
     try:
         with _quiet():
             cfg = get_cfg()
-            cfg.merge_from_file(path)
+            cfg.merge_from_file(path, allow_unsafe=trusted)  # Detectron2's default is True
             cfg.MODEL.DEVICE = "cpu"
             cfg.MODEL.WEIGHTS = ""
             model = build_model(cfg)
@@ -99,8 +125,8 @@ def _instances(result: dict) -> dict:
 class Detectron2Baseline(detections.DetectorBaseline):
     """The original detector in Detectron2: `model([{"image": ...}])` in eval mode."""
 
-    def __init__(self, path: str, spec, io: ModelIO, threads: int):
-        super().__init__(load(path), f"detectron2 {_version()}", threads)
+    def __init__(self, path: str, spec, io: ModelIO, threads: int, trusted: bool = False):
+        super().__init__(load(path, trusted), f"detectron2 {_version()}", threads)
 
     def prepare(self, arrays):
         return [{"image": self.torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))}]
@@ -111,16 +137,16 @@ class Detectron2Baseline(detections.DetectorBaseline):
     instances = staticmethod(_instances)
 
 
-def baseline_runner(path: str, spec, io: ModelIO, threads: int) -> Detectron2Baseline:
-    return Detectron2Baseline(path, spec, io, threads)
+def baseline_runner(path: str, spec, io: ModelIO, threads: int, trusted: bool = False) -> Detectron2Baseline:
+    return Detectron2Baseline(path, spec, io, threads, trusted)
 
 
-def postprocessor(config: str, io: dict):
+def postprocessor(config: str, io: dict, trusted: bool = False):
     """Detectron2's proposal and RoI heads on the engine's features (formats/detections.py
     wraps an engine's runner with it)."""
     import torch
 
-    model = load(config)
+    model = load(config, trusted)
     names = io["source"]["feature_names"]
 
     def postprocess(features, arrays):
@@ -131,11 +157,12 @@ def postprocessor(config: str, io: dict):
     return postprocess
 
 
-def save_config(config: str, folder: str) -> str:
-    """The config with its _BASE_ files merged, as <folder>/config.yaml (a result's copy)."""
+def save_config(config: str, folder: str, trusted: bool = False) -> str:
+    """The config with its _BASE_ files merged, as <folder>/config.yaml (a result's copy: plain
+    values only, as yacs keeps, so it reads back without allow_unsafe)."""
     get_cfg, _ = import_detectron2()
     cfg = get_cfg()
-    cfg.merge_from_file(config)
+    cfg.merge_from_file(config, allow_unsafe=trusted)
     target = os.path.join(folder, "config.yaml")
     with open(target, "w", encoding="utf-8") as f:
         f.write(cfg.dump())
@@ -180,11 +207,11 @@ def _feature_graph(model):
     return _Features().eval()
 
 
-def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]:
+def to_onnx(path: str, spec, out_dir: str, example: list, trusted: bool = False) -> tuple[str, ModelIO]:
     import torch
 
     check_spec(spec)
-    model = load(path)
+    model = load(path, trusted)
     graph = _feature_graph(model)
     image = torch.from_numpy(np.ascontiguousarray(example[0], dtype=np.float32))
     with torch.no_grad(), _quiet():
@@ -193,7 +220,7 @@ def to_onnx(path: str, spec, out_dir: str, example: list) -> tuple[str, ModelIO]
     output_names = [f"feature_{n}" for n in names]
     onnx_path, input_names = detections.export_features(graph, image, spec, out_dir, output_names, "Detectron2 backbone")
     source = {"detector": NAME, "postprocess": "detectron2 proposal/RoI heads, box decoding and NMS in torch",
-              "config": os.path.abspath(path), "checkpoint": os.path.abspath(checkpoint_for(path)),
+              **detections.own_copies(sys.modules[__name__], path, out_dir, trusted),
               "feature_names": names, "score_thr": score_threshold(model.cfg),
               "max_detections": int(model.cfg.TEST.DETECTIONS_PER_IMAGE),
               "detections_structure": detections.output_structure(1, masks)}

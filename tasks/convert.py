@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from accelflow.core import tensor_info
+from accelflow.formats import detections
 from accelflow.storage import cache
 from accelflow.tasks.context import ModelContext
 
@@ -54,7 +55,9 @@ def convert_to_onnx(ctx: ModelContext, qat: bool = False, options: dict | None =
         onnx_path, model_io = fmt.to_onnx(ctx.model_file, ctx.spec, ctx.work_dir)
         io, cached = model_io.to_dict(), False
     else:
-        onnx_path, io, cached = _converted(fmt, ctx.model_file, ctx.spec, ctx.work_dir, qat, options)
+        onnx_path, io, cached = _converted(fmt, ctx.model_file, ctx.spec, ctx.work_dir, qat, options,
+                                           ctx.trust_model_code)
+        io = detections.located(io, os.path.dirname(onnx_path))  # a detector's own config/checkpoint copies
     if qat:
         require_qdq(onnx_path)
     return ConvertedModel(onnx_path, io, time.perf_counter() - start, cached)
@@ -73,17 +76,22 @@ def format_options(fmt, options: dict) -> dict:
     return given
 
 
-def _converted(fmt, model_file: str, spec, work_dir: str, qat: bool, options: dict) -> tuple[str, dict, bool]:
+def _converted(fmt, model_file: str, spec, work_dir: str, qat: bool, options: dict,
+               trusted: bool = False) -> tuple[str, dict, bool]:
     """Export, or take the export of the same model and tensor information from the cache."""
     # A detector's config names its weights only by the file beside it: key on the whole folder.
-    keyed = os.path.dirname(os.path.abspath(model_file)) if hasattr(fmt, "checkpoint_for") else model_file
-    entry = cache.key(keyed, fmt.NAME, spec.lines(), qat, options) if cache.enabled() else None
+    # Its entry holds its own copies of both (entries made before pointed into model folders).
+    detector = hasattr(fmt, "checkpoint_for")
+    keyed = os.path.dirname(os.path.abspath(model_file)) if detector else model_file
+    key_options = dict(options, detector_files="own copies") if detector else options
+    entry = cache.key(keyed, fmt.NAME, spec.lines(), qat, key_options) if cache.enabled() else None
     hit = cache.lookup(entry) if entry else None
     if hit:
         return hit[0], hit[1], True
     out_dir = os.path.join(work_dir, "onnx")
     os.makedirs(out_dir, exist_ok=True)
-    onnx_path, io = fmt.to_onnx(model_file, spec, out_dir, example_arrays(spec), **options)
+    trust = {"trusted": trusted} if detector else {}  # a Detectron2 config's python tags, MMEngine's types
+    onnx_path, io = fmt.to_onnx(model_file, spec, out_dir, example_arrays(spec), **options, **trust)
     if entry:
         onnx_path, io_dict = cache.store(entry, onnx_path, io.to_dict())
         return onnx_path, io_dict, False

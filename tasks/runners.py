@@ -81,7 +81,8 @@ def _baseline_runner(ctx: ModelContext, device: str) -> Runner:
     path = ctx.onnx_path if fmt.NAME == "onnx" else ctx.model_file
     io = ModelIO.from_dict(ctx.io)
     if device == "cpu":
-        return fmt.baseline_runner(path, ctx.spec, io, ctx.threads)
+        trust = {"trusted": ctx.trust_model_code} if hasattr(fmt, "checkpoint_for") else {}  # detectors' configs
+        return fmt.baseline_runner(path, ctx.spec, io, ctx.threads, **trust)
     if fmt.NAME == "onnx" or "device" not in inspect.signature(fmt.baseline_runner).parameters:
         from accelflow.engines.onnxruntime_cuda_engine import OrtCudaRunner
 

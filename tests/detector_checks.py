@@ -11,7 +11,9 @@ def features_plus_heads_match(fmt, config: str, spec, tmp_path, example) -> tupl
     """(the original's per-image detections on the test images, the lossless accuracy)."""
     onnx_path, io = fmt.to_onnx(config, spec, str(tmp_path), [example])
     base = fmt.baseline_runner(config, spec, io, 2)
-    optimized = detections.candidate(fmt, onnx_model.OrtRunner(onnx_path, io, 2), io.to_dict(), 2)
+    # the conversion names its own config/checkpoint copies relative to the ONNX model's folder
+    located = detections.located(io.to_dict(), str(tmp_path))
+    optimized = detections.candidate(fmt, onnx_model.OrtRunner(onnx_path, io, 2), located, 2)
     structure = io.source["detections_structure"]
     refs, gots = [], []
     for _, arrays in detections.image_draws(spec, 1):
@@ -23,3 +25,55 @@ def features_plus_heads_match(fmt, config: str, spec, tmp_path, example) -> tupl
                                   io.source["max_detections"])
     assert [o.output for o in accuracy.outputs] == ["detections", "masks"][:1 + ("masks" in found[0])]
     return found, accuracy
+
+
+def conversion_cache_holds_its_own_copies(fmt, config: str, spec, tmp_path, monkeypatch, weights_key: str) -> None:
+    """Issue 17: a cache entry never points into a model's folder. Converted from folder A, A
+    deleted, then from B with the same files: a hit, whose config and checkpoint are the entry's
+    own copies, and the detector runs from them as the original; B with another checkpoint: no
+    hit, and the conversion holds B's checkpoint."""
+    import filecmp
+    import os
+    import shutil
+
+    import torch
+    from accelflow.core.modelio import ModelIO
+    from accelflow.tasks.context import ModelContext
+    from accelflow.tasks.convert import convert_to_onnx
+
+    monkeypatch.setenv("ACCELFLOW_CACHE", "on")
+    monkeypatch.setenv("ACCELFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    name = os.path.basename(config)
+
+    def convert(folder):
+        work = os.path.join(tmp_path, "work", os.path.basename(folder))
+        return convert_to_onnx(ModelContext(os.path.join(folder, name), fmt.NAME, spec, work, threads=2))
+
+    folder_a = shutil.copytree(os.path.dirname(config), tmp_path / "a")
+    assert not convert(folder_a).cached
+    shutil.rmtree(folder_a)  # a fetched model's scratch folder, gone with its task
+    folder_b = shutil.copytree(os.path.dirname(config), tmp_path / "b")
+    hit = convert(folder_b)
+    entry = os.path.dirname(hit.onnx_path)
+    source = hit.io["source"]
+    assert hit.cached and entry.startswith(str(tmp_path / "cache"))
+    assert os.path.dirname(source["config"]) == entry and os.path.dirname(source["checkpoint"]) == entry
+    assert filecmp.cmp(source["checkpoint"], fmt.checkpoint_for(os.path.join(folder_b, name)), shallow=False)
+    optimized = detections.candidate(fmt, onnx_model.OrtRunner(hit.onnx_path, ModelIO.from_dict(hit.io), 2), hit.io, 2)
+    original = fmt.baseline_runner(os.path.join(folder_b, name), spec, None, 2)
+    _, arrays = detections.image_draws(spec, 1)[0]
+    accuracy = detections.compare([run_arrays(original, arrays)], [run_arrays(optimized, arrays)],
+                                  source["detections_structure"], detections.tolerances("lossless"),
+                                  source["score_thr"], source["max_detections"])
+    assert accuracy.passed, accuracy.reason
+
+    folder_c = shutil.copytree(folder_b, tmp_path / "c")  # the same config, other weights
+    checkpoint_c = fmt.checkpoint_for(os.path.join(folder_c, name))
+    state = torch.load(checkpoint_c, weights_only=True)
+    first = next(k for k, v in state[weights_key].items() if v.is_floating_point())
+    state[weights_key][first] = state[weights_key][first] + 0.5
+    torch.save(state, checkpoint_c)
+    miss = convert(folder_c)
+    assert not miss.cached and os.path.dirname(miss.onnx_path) != entry
+    assert filecmp.cmp(miss.io["source"]["checkpoint"], checkpoint_c, shallow=False)
+    assert not filecmp.cmp(miss.io["source"]["checkpoint"], source["checkpoint"], shallow=False)

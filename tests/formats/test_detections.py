@@ -116,3 +116,53 @@ def test_accuracy_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--rtol, --min-cosine: this mmdet detector is judged on its detections" in err and "--min-matched" in err
     assert not (tmp_path / "out").exists()
+
+
+def _result_folder(tmp_path, config_name: str, text: str) -> tuple[str, dict]:
+    """A saved detector result's model folder (as tasks/package.py writes it) with this config."""
+    folder = tmp_path / "result" / "model"
+    (folder / detections.RESULT_DIR).mkdir(parents=True)
+    (folder / detections.RESULT_DIR / config_name).write_text(text)
+    source = {"detector": "mmdet", "config": f"{detections.RESULT_DIR}/{config_name}",
+              "checkpoint": f"{detections.RESULT_DIR}/config.pth"}
+    return str(folder), {"source": source}
+
+
+def test_a_saved_results_config_is_checked_before_it_is_read(tmp_path):
+    """accelflow.load reads a detector result's config with MMEngine/Detectron2: a result whose
+    config would run code (written by whoever could write the result) is refused unless trusted."""
+    import pytest
+    from accelflow.core.errors import UntrustedModelError
+    from accelflow.formats import detectron2_model, mmdet_model
+
+    marker = tmp_path / "MARKER"
+    cases = ((mmdet_model, "config.py", f"__import__('os').system('touch {marker}')\nmodel = dict(type='RetinaNet')\n",
+              "config.py line 1: a call to __import__"),
+             (detectron2_model, "config.yaml", f"MODEL:\n  DEVICE: !!python/object/apply:os.system ['touch {marker}']\n",
+              "config.yaml line 2: a YAML tag"))
+    for fmt, name, text, named in cases:
+        folder, io = _result_folder(tmp_path / fmt.NAME, name, text)
+        with pytest.raises(UntrustedModelError, match="--trust-model-code") as refused:
+            detections.candidate(fmt, None, io, 1, folder)
+        assert named in str(refused.value)
+        assert not marker.exists()
+        # trusted, it is read (tests/formats/test_mmdet.py: accelflow.load(..., trust_model_code=True))
+
+
+def test_a_saved_results_config_outside_its_folder_is_refused(tmp_path):
+    import pytest
+    from accelflow.core.errors import EngineError
+    from accelflow.formats import mmdet_model
+
+    folder, io = _result_folder(tmp_path, "config.py", "model = dict(type='RetinaNet')\n")
+    io["source"]["config"] = "../../elsewhere/config.py"
+    with pytest.raises(EngineError, match="outside the result folder"):
+        detections.candidate(mmdet_model, None, io, 1, folder, trusted=True)
+
+
+def test_located_names_a_conversions_own_copies_in_its_folder(tmp_path):
+    io = {"source": {"detector": "mmdet", "config": "config.py", "checkpoint": "config.pth", "score_thr": 0.05}}
+    located = detections.located(io, str(tmp_path))
+    assert located["source"] == dict(io["source"], config=str(tmp_path / "config.py"),
+                                     checkpoint=str(tmp_path / "config.pth"))
+    assert detections.located({"source": {}}, str(tmp_path)) == {"source": {}}  # not a detector: as it was

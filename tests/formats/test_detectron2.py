@@ -12,7 +12,7 @@ import pytest
 from accelflow.core import tensor_info
 from accelflow.formats import detect_format, detections, detectron2_model
 
-from tests.detector_checks import features_plus_heads_match
+from tests.detector_checks import conversion_cache_holds_its_own_copies, features_plus_heads_match
 
 
 def _detectron2_missing() -> str:
@@ -87,6 +87,44 @@ def test_optimize_flow_on_faster_rcnn(prefect_server, detectors, level, tmp_path
     assert output["output"] == "detections" and output["cosine_similarity"] >= output["tolerance"]["min_matched"]
     assert report["speedup"] > 0
     _loads_as_the_detector(result["result_folder"], detectors["faster-rcnn-r18"], spec)
+
+
+@needs_detectron2
+def test_conversion_cache_entries_hold_their_own_config_and_checkpoint(detectors, tmp_path, monkeypatch):
+    conversion_cache_holds_its_own_copies(detectron2_model, detectors["retinanet-r18"], tensor_info.parse(SPEC),
+                                          tmp_path, monkeypatch, "model")
+
+
+@needs_detectron2
+def test_the_stock_configs_of_the_tests_and_examples_have_no_risks(detectors):
+    assert {n: detectron2_model.code_risks(c) for n, c in detectors.items()} == dict.fromkeys(detectors, [])
+
+
+@needs_detectron2
+def test_a_python_tag_is_never_constructed_unless_trusted(detectors, tmp_path):
+    """fvcore's merge_from_file falls back to yaml.unsafe_load for a tag the safe loader refuses,
+    unless allow_unsafe is off: off by default here, on only for a trusted model."""
+    import contextlib
+    import shutil
+
+    from accelflow.core.errors import UnsupportedFormatError
+
+    marker = tmp_path / "MARKER"
+    folder = shutil.copytree(os.path.dirname(detectors["retinanet-r18"]), tmp_path / "model")
+    config = os.path.join(folder, "config.yaml")
+    text = open(config).read().replace("\nMODEL:\n", f"\nMODEL:\n  DEVICE: !!python/object/apply:os.system ['touch {marker}']\n", 1)
+    assert "python/object" in text
+    with open(config, "w") as f:
+        f.write(text)
+    assert detectron2_model.code_risks(config)[0].startswith("config.yaml line ")
+    for load in (lambda: detectron2_model.load(config), lambda: detectron2_model.save_config(config, str(tmp_path)),
+                 lambda: detectron2_model.postprocessor(config, {})):
+        with pytest.raises(Exception, match="python/object"):
+            load()
+        assert not marker.exists()
+    with contextlib.suppress(UnsupportedFormatError):  # (whatever the tag's value does to the model)
+        detectron2_model.load(config, trusted=True)
+    assert marker.exists()  # trusted: constructed, as Detectron2 itself would
 
 
 def _loads_as_the_detector(folder, config, spec):

@@ -12,7 +12,7 @@ from accelflow.core import tensor_info
 from accelflow.core.errors import UnsupportedFormatError
 from accelflow.formats import detect_format, detections, find_model_file, mmdet_model
 
-from tests.detector_checks import features_plus_heads_match
+from tests.detector_checks import conversion_cache_holds_its_own_copies, features_plus_heads_match
 
 
 def _mmdet_missing() -> str:
@@ -83,6 +83,44 @@ def test_exported_features_plus_heads_give_the_original_detections(detectors, na
 
 
 @needs_mmdet
+def test_conversion_cache_entries_hold_their_own_config_and_checkpoint(detectors, tmp_path, monkeypatch):
+    conversion_cache_holds_its_own_copies(mmdet_model, detectors["retinanet-r18"], tensor_info.parse(SPEC), tmp_path,
+                                          monkeypatch, "state_dict")
+
+
+@needs_mmdet
+def test_types_mmengine_would_import_or_mmcv_would_eval_are_found(detectors):
+    """Plain data still names code: MMEngine's registry imports a type it does not hold, mmcv's
+    batched_nms eval()s its nms type. The stock configs name registered types only."""
+    from mmengine.config import Config
+
+    mmdet_model.import_mmdet()
+    cfg = Config.fromfile(detectors["faster-rcnn-r18"])
+    assert mmdet_model.unregistered_types(cfg.model) == []
+    cfg.model.backbone.type = "os.system"
+    cfg.model.test_cfg.rcnn.nms.type = "__import__('os').getcwd() and nms"
+    cfg.model.test_cfg.rpn.nms.type = "exec"
+    cfg.model.neck.type = "mmdet.FPN"  # a scoped registry name: fine
+    cfg.model.roi_head.bbox_head.loss_cls.type = "subprocess"  # an importable module
+    cfg.model.roi_head.cmc = dict(type="CameraMotionCompensation", warp_mode="cv2.MOTION_EUCLIDEAN")  # fine
+    cfg.model.rpn_head.cmc = dict(type="CameraMotionCompensation", warp_mode="__import__('os').getcwd()")
+    assert sorted(mmdet_model.unregistered_types(cfg.model)) == sorted([
+        "os.system", "subprocess", "exec", "__import__('os').getcwd() and nms", "__import__('os').getcwd()"])
+
+
+@needs_mmdet
+def test_every_stock_config_of_the_tests_and_examples_is_plain_data(detectors):
+    from examples.make_detectors import CONFIGS, mmdet_config
+
+    assert {name: mmdet_model.code_risks(config) for name, config in detectors.items()} == dict.fromkeys(detectors, [])
+    dumped = {}
+    for name in CONFIGS:  # each as examples/make_detectors.py writes it: merged with its bases
+        dumped[name] = os.path.join(os.path.dirname(os.path.dirname(detectors["retinanet-r18"])), f"{name}.py")
+        mmdet_config(name).dump(dumped[name])
+    assert {name: mmdet_model.code_risks(path) for name, path in dumped.items()} == dict.fromkeys(CONFIGS, [])
+
+
+@needs_mmdet
 @pytest.mark.parametrize("level", ["lossless", "fp16"])
 def test_optimize_flow_on_faster_rcnn(prefect_server, detectors, level, tmp_path):
     from accelflow.flows.optimize import optimize
@@ -121,3 +159,23 @@ def _loads_as_the_detector(folder, config):
     accuracy = detections.compare([run_arrays(want, [image])], [detections.flat(got)], structure,
                                   detections.tolerances(model.manifest["level"]))
     assert accuracy.passed and len(got[0]["scores"]) > 0, accuracy.reason
+    _result_config_is_checked(moved)
+
+
+def _result_config_is_checked(folder):
+    """A result whose config was made to run code (by whoever could write the result folder) is
+    refused by accelflow.load unless trusted; trusted, the config's code runs, as MMEngine's."""
+    from accelflow.core.errors import UntrustedModelError
+
+    import accelflow
+
+    marker = os.path.join(folder, "MARKER")
+    config = os.path.join(folder, "model", detections.RESULT_DIR, "config.py")
+    text = open(config).read()
+    with open(config, "w") as f:
+        f.write(f"__import__('os').system('touch {marker}')\n" + text)
+    with pytest.raises(UntrustedModelError, match="config.py line 1: a call to __import__"):
+        accelflow.load(folder)
+    assert not os.path.exists(marker)
+    accelflow.load(folder, trust_model_code=True)
+    assert os.path.exists(marker)
