@@ -124,16 +124,17 @@ def _optimize_into(request: OptimizeRequest, dest: Destination, pool: ModelProce
         chosen = next(b for b in built if b.key == f"{best.engine}-{best.precision}")
         report.notes.extend(engine_notes(chosen.engine_config))
     with progress.step("package"):
-        result = _package(request, fetched, chosen, converted, report, dest)
+        result = _package(request, fetched, chosen, converted, report, dest, pool)
     publish_artifacts(report, result)
     return result
 
 
-def _package(request, fetched, chosen, converted, report, dest: Destination) -> dict:
+def _package(request, fetched, chosen, converted, report, dest: Destination, pool: ModelProcess) -> dict:
     from accelflow.reports.render import write_report
     from accelflow.tasks.manifest import manifest_for
 
     manifest = manifest_for(request.name, request, fetched, chosen, converted, report)
+    manifest["io"] = pool.call(package.detector_files, chosen.folder, manifest["io"], pool)
     package.package_result(dest.staging, chosen.folder, manifest, report, write_report)
     return publish_result(dest, request, fetched, report)
 

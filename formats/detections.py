@@ -257,12 +257,13 @@ def located(io: dict, folder: str) -> dict:
                                 checkpoint=os.path.join(folder, source["checkpoint"])))
 
 
-def package(fmt, model_dir: str, io: dict) -> dict:
+def package(fmt, model_dir: str, io: dict, trusted: bool = False) -> dict:
     """Copy what the heads need (config, merged into one file, and checkpoint) into
-    <model_dir>/detector/, so the result folder stands alone; the io with those paths."""
+    <model_dir>/detector/, so the result folder stands alone; the io with those paths.
+    (Merging reads the config with its framework: run where the model's code may run.)"""
     target = os.path.join(model_dir, RESULT_DIR)
     os.makedirs(target, exist_ok=True)
-    config = fmt.save_config(io["source"]["config"], target)
+    config = fmt.save_config(io["source"]["config"], target, trusted)
     checkpoint = os.path.splitext(config)[0] + ".pth"  # named like the config: found beside it
     shutil.copyfile(io["source"]["checkpoint"], checkpoint)
     relative = {"config": os.path.relpath(config, model_dir), "checkpoint": os.path.relpath(checkpoint, model_dir)}

@@ -149,7 +149,9 @@ class ModelProcess:
     def _start(self) -> None:
         os.makedirs(self.work_dir, exist_ok=True)
         ours, theirs = Pipe(duplex=True)
-        command = [*no_network_prefix(), sys.executable, "-c", _CHILD_MAIN,
+        # -P: the scratch folder (its working directory) is not on sys.path, so nothing the model
+        # wrote there is imported by a name it chose (MMEngine imports unregistered type names).
+        command = [*no_network_prefix(), sys.executable, "-P", "-c", _CHILD_MAIN,
                    str(theirs.fileno()), self.device, str(self.memory_gib or 0), str(int(self.trust_model_code))]
         self._proc = subprocess.Popen(command, env=child_environment(os.environ), cwd=self.work_dir,
                                       pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,

@@ -191,15 +191,24 @@ def finalize_local(staging: Staging, output: str, name: str) -> str:
     raise OutputPathError(f"no free result folder name under {output} for {name!r}.")
 
 
+def detector_files(folder: str, io: dict, pool) -> dict:
+    """A detector's heads run from its config and checkpoint: copy them into the chosen
+    engine's `folder` (merged config, as the framework reads it) and return the io naming
+    them. Run in the model process (`pool`, its RunnerPool): merging runs the framework."""
+    from accelflow.formats import detections
+
+    if not detections.is_detector(io):
+        return io
+    fmt = format_named(detections.format_name(io))
+    return detections.package(fmt, folder, io, pool.trust_model_code)
+
+
 def package_result(staging: Staging, best_folder: str, manifest: dict, report, write_report) -> dict[str, str]:
     """Move the chosen engine's files into <staging>/model with its manifest; write the reports."""
     from accelflow.engines.result import write_manifest
-    from accelflow.formats import detections
 
     model_dir = os.path.join(staging.path, "model")
     shutil.move(best_folder, model_dir)
-    if detections.is_detector(manifest.get("io")):  # its heads run from the config and checkpoint
-        manifest = dict(manifest, io=detections.package(format_named(detections.format_name(manifest["io"])), model_dir, manifest["io"]))
     write_manifest(model_dir, manifest)
     shutil.rmtree(os.path.join(staging.path, "work"), ignore_errors=True)
     return write_report(report, staging.path)

@@ -68,7 +68,8 @@ class RunnerPool:
         if not detections.is_detector(io):
             return runner
         fmt = format_named(detections.format_name(io))
-        return detections.candidate(fmt, runner, io, threads, postprocessors=self._postprocessors)
+        return detections.candidate(fmt, runner, io, threads, postprocessors=self._postprocessors,
+                                    trusted=self.trust_model_code)
 
     def close(self) -> None:
         """Free every loaded model (the end of a task)."""

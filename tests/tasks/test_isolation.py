@@ -151,3 +151,16 @@ def test_the_memory_limit_caps_the_model_process(tmp_path, monkeypatch):
 def test_a_crash_is_an_error_naming_the_step(process):
     with pytest.raises(ModelProcessError, match="killed by SIGABRT during 'abort'"):
         process.call(os.abort)
+
+
+def importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def test_nothing_in_the_scratch_folder_is_importable(process, tmp_path):
+    (tmp_path / "work").mkdir(exist_ok=True)
+    (tmp_path / "work" / "planted_module.py").write_text("open('pwned', 'w')\n")
+    assert process.call(importable, "planted_module") is False
+    assert process.call(importable, "json") is True
