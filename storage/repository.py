@@ -422,7 +422,7 @@ class ModelRepository:
                                       f"{self.store.uri_of(home)}")
             check_fetch_size(sum(listing[rel] for rel in record["files"]), f"{name}@{version}", RepositoryError)
             for rel in record["files"]:
-                self.store.get_file(_join(self.store, home, rel), _join(target, target.root, rel), size=listing[rel])
+                self.store.get_file(self._home_file(home, rel), _join(target, target.root, rel), size=listing[rel])
         return dest
 
     def local_home(self, name: str, version: str) -> str | None:
