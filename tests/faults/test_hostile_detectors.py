@@ -122,7 +122,8 @@ def test_a_type_mmdet_has_not_registered_is_never_imported(prefect_server, small
     modules = tmp_path / "site"
     modules.mkdir()
     (modules / "sideeffect_on_import.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
-    monkeypatch.syspath_prepend(str(modules))  # stands for any module installed on the worker
+    monkeypatch.syspath_prepend(str(modules))  # stands for any module installed on the worker,
+    monkeypatch.setenv("PYTHONPATH", str(modules))  # in this process and in the task's model process
     text = open(small_mmdet).read().replace("type='RetinaNet'", "type='sideeffect_on_import'", 1)
     assert "sideeffect_on_import" in text
     folder = _detector_folder(tmp_path / "model", "config.py", text)
