@@ -126,7 +126,8 @@ def test_a_zip_bomb_is_refused_from_the_zip_headers_alone(tmp_path):
     took, grew_kib = time.monotonic() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert all(part in str(caught.value) for part in (
         "member 'input_0.npy' unpacks to 20.0 GiB", "limit of 4.0 GiB", "ACCELFLOW_MAX_SAMPLES_GB"))
-    assert took < 2.0 and grew_kib < 64 * 1024, (took, grew_kib)  # nothing was decompressed
+    assert grew_kib < 64 * 1024, grew_kib  # nothing was decompressed (memory tells; the time is only a hang guard)
+    assert took < 60, took
 
 
 def test_the_zip_bomb_is_a_real_zip(tmp_path):

@@ -89,7 +89,7 @@ def test_ten_thousand_size_choices_are_refused_before_any_work(models, tmp_path,
              "10000 sizes", "at most 32 shape points per task (ACCELFLOW_MAX_SHAPE_POINTS)")
     _refused(["optimize", onnx, "--tensor-info-file", str(info), "--output", str(tmp_path / "out")], capsys,
              "line 1", "line 2", "100 sizes", "ACCELFLOW_MAX_SHAPE_POINTS")
-    assert time.monotonic() - started < 10  # refused on a count, not after building 10**4 points
+    assert time.monotonic() - started < 120  # a hang guard; test_tensor_info bounds the memory of the count
     assert not (tmp_path / "out").exists()
 
 
