@@ -9,7 +9,9 @@ and the parent keeps a summary table of them.
 from __future__ import annotations
 
 from accelflow.core.errors import AccelflowError
+from accelflow.flows import batch_table
 from accelflow.flows.optimize import optimize
+from accelflow.flows.progress import quietly
 from accelflow.flows.request import OptimizeRequest
 from prefect import flow, tags
 
@@ -26,9 +28,22 @@ def deployment_name(device: str) -> str:
 
 @flow(name="optimize-batch", persist_result=False)
 def optimize_batch(requests: list[OptimizeRequest], submit: bool = False) -> list[dict]:
+    from prefect.runtime import flow_run
+
+    batch_table.create_table([r.name for r in requests])  # its tasks keep it current as they end
     children = [_submit_one(r) if submit else _run_inline(r) for r in requests]
-    _summarise(children)
-    return children
+    quietly(lambda: batch_table.refresh_parent(flow_run.get_id()))
+    return _outcome(children, submit)
+
+
+def _outcome(children: list[dict], submitted: bool):
+    """The parent's final state, named for the runs list: its tasks are its own runs."""
+    from prefect.states import Completed
+
+    if submitted:
+        return Completed(name=f"Submitted {len(children)} tasks", message="see their rows", data=children)
+    done = sum(bool(c.get("result_uri")) for c in children)
+    return Completed(name=f"{done} of {len(children)} accelerated", data=children)
 
 
 def _run_inline(request: OptimizeRequest) -> dict:
@@ -49,15 +64,6 @@ def _submit_one(request: OptimizeRequest) -> dict:
                          flow_run_name=request.name, tags=request.tags, timeout=0,
                          work_queue_name=request.resource_group)
     return {"name": run.name, "id": str(run.id), "state": run.state.name if run.state else "Scheduled"}
-
-
-def _summarise(children: list[dict]) -> None:
-    from accelflow.flows.progress import quietly
-    from prefect.artifacts import create_table_artifact
-
-    keys = ("name", "id", "state", "speedup", "engine", "precision", "reason")
-    rows = [{k: child.get(k) for k in keys} for child in children]
-    quietly(lambda: create_table_artifact(rows, description="tasks of this request"))
 
 
 def submit(requests: list[OptimizeRequest], batch_name: str) -> list[dict]:

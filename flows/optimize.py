@@ -10,10 +10,11 @@ import os
 
 from accelflow.core.accuracy import check_samples
 from accelflow.core.runner import thread_count
+from accelflow.flows import batch_table
 from accelflow.flows.limits import limit_error, task_limits
 from accelflow.flows.progress import Progress
 from accelflow.flows.request import OptimizeRequest, check_request
-from accelflow.flows.stages import Destination, build_all, overheads, publish_artifacts, publish_result
+from accelflow.flows.stages import Destination, build_all, completed, overheads, publish_artifacts, publish_result
 from accelflow.flows.stopping import StopWatcher
 from accelflow.formats import diffusers_pipeline
 from accelflow.storage.store import is_remote
@@ -59,7 +60,7 @@ def preflight(request: OptimizeRequest) -> tuple[OptimizeRequest, str]:
     return request, package.check_output_path(request.output, locate_model(request))
 
 
-@flow(name="optimize", persist_result=False, validate_parameters=True)
+@flow(name="optimize", persist_result=False, validate_parameters=True, **batch_table.HOOKS)
 def optimize(request: OptimizeRequest):
     from prefect.runtime import flow_run
     from prefect.states import Cancelled
@@ -72,7 +73,7 @@ def optimize(request: OptimizeRequest):
     device = engines.compute_device(request.device)
     with watcher, ModelProcess(dest.work_dir, device, limits.memory_gib, request.trust_model_code) as process:
         try:
-            return _optimize_into(request, dest, process)
+            return completed(_optimize_into(request, dest, process))
         except BaseException as exc:
             process.kill()  # before the staging folder, its working directory, is removed
             package.discard(dest.staging, output if created_output else None)

@@ -91,8 +91,9 @@ class _PipelineRun:
     def end_to_end(self):
         """The image check, then the timing per image."""
         choice, points, notes = self._same_image()
-        points = self.pool.call(pipeline_e2e.time_pipelines, self.pool, self.ctx.model_file, choice, points,
-                                self.request.bench_seconds, self.settings)
+        with steps.on_device(self.pool, "time the pipeline", timing=True):
+            points = self.pool.call(pipeline_e2e.time_pipelines, self.pool, self.ctx.model_file, choice, points,
+                                    self.request.bench_seconds, self.settings)
         for p in points:
             self.progress.say(f"    {p.shape_point}: {p.benchmark.baseline.p50 / 1000:.2f} s -> "
                               f"{p.benchmark.optimized.p50 / 1000:.2f} s per call, {p.benchmark.speedup.ratio:.2f}x")

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 TASK_FLOW = "optimize"
 BATCH_FLOW = "optimize-batch"
-RESULT_ARTIFACT = "accelflow-result"
+RESULT_ARTIFACT = "accelflow-result"  # the key every task used before keys were per task
+
+
+def artifact_key(kind: str, run_name: str, run_id) -> str:
+    """A key of its own per task and kind (`bert-v1-fp16-report-1a2b3c4d`), so that the UI's
+    Artifacts page lists every task's artifacts (it shows the latest artifact per key)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (run_name or "").lower()).strip("-")[:60].strip("-") or "task"
+    return f"{slug}-{kind}-{str(run_id)[:8]}"
+
+
+def is_result_key(key: str | None) -> bool:
+    return bool(key) and (key == RESULT_ARTIFACT or re.fullmatch(r".+-result-[0-9a-f]{8}", key) is not None)
 
 
 def client():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from accelflow.engines.machine import process_started_at
 from accelflow.flows.progress import Progress, quietly
 from accelflow.flows.request import OptimizeRequest
-from accelflow.flows.runs import RESULT_ARTIFACT, run_has_ended
+from accelflow.flows.runs import artifact_key, run_has_ended
 from accelflow.tasks import publish, steps
 from accelflow.tasks.context import ModelContext
 from accelflow.tasks.isolation import ModelProcess
@@ -68,13 +68,36 @@ def _claimer_has_ended(claim: dict) -> bool:
 
 
 def publish_artifacts(report, result: dict) -> None:
-    """The report on the flow run page (markdown, latency table) and the result the task list reads."""
+    """The report on the flow run page (markdown, latency table) and the result the task list reads,
+    each under a key of this task's own."""
     from accelflow.reports.render import summary_table, to_markdown
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+    from prefect.runtime import flow_run
 
-    quietly(lambda: create_markdown_artifact(to_markdown(report), description="optimization report"))
-    quietly(lambda: create_table_artifact(summary_table(report), description="latency per shape"))
-    quietly(lambda: create_table_artifact([result], key=RESULT_ARTIFACT, description="accelflow result"))
+    def key(kind: str) -> str:
+        return artifact_key(kind, flow_run.get_name() or report.task_name, flow_run.get_id())
+
+    quietly(lambda: create_markdown_artifact(to_markdown(report), key=key("report"), description="optimization report"))
+    quietly(lambda: create_table_artifact(summary_table(report), key=key("latency"), description="latency per shape"))
+    quietly(lambda: create_table_artifact([result], key=key("result"), description="accelflow result"))
     link = result["report_html"]
     quietly(lambda: create_link_artifact(link if "://" in link else f"file://{link}", link_text="report.html",
                                          description=f"the optimization report; the result is at {result['result_uri']}"))
+
+
+def completed(result: dict):
+    """The task's final state. The UI shows a state's name in its badge, in the runs list and the
+    run's header, so the name carries the speed-up; the message the engine, precision and verdict."""
+    from prefect.states import Completed
+
+    speedup = result.get("speedup")
+    name = f"Accelerated {speedup:.2f}x" if isinstance(speedup, (int, float)) else "Accelerated"
+    return Completed(name=name, message=headline(result), data=result)
+
+
+def headline(result: dict) -> str:
+    """`2.73x faster · openvino bf16 · accuracy passed`"""
+    speedup = result.get("speedup")
+    faster = f"{speedup:.2f}x faster" if isinstance(speedup, (int, float)) else "speed-up not measured"
+    accuracy = "accuracy passed" if result.get("accuracy_passed") else "accuracy not verified"
+    return f"{faster} · {result.get('engine')} {result.get('precision')} · {accuracy}"

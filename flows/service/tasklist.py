@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from accelflow.core.errors import AccelflowError
-from accelflow.flows.runs import BATCH_FLOW, RESULT_ARTIFACT, TASK_FLOW, client  # noqa: F401  (re-exported)
+from accelflow.flows.runs import BATCH_FLOW, RESULT_ARTIFACT, TASK_FLOW, client, is_result_key  # noqa: F401  (re-exported)
 
 USER_STATES = {
     "SCHEDULED": "starting", "PENDING": "starting", "PAUSED": "starting",
@@ -156,7 +156,7 @@ def _facts(artifacts: list[dict]) -> dict:
         entry = facts.setdefault(str(a["flow_run_id"]), {})
         if a["type"] == "progress":
             entry["progress"] = float(a.get("data") or 0.0)
-        elif a.get("key") == RESULT_ARTIFACT and a.get("data"):
+        elif is_result_key(a.get("key")) and a.get("data"):
             entry["result"] = _first_row(a["data"])
     return facts
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -146,6 +147,29 @@ def test_fan_out_names_states_and_parent_summary(service, repo, tmp_path):
     filtered = json.loads(service.cli("tasks", "list", "--tag", "fanout", "--state", "accelerated", "--json").stdout)
     assert {"id", "name", "state", "progress", "speedup", "tags"} <= set(filtered[0])
     assert sorted(r["name"] for r in filtered) == names
+    _check_parent_table_and_overlap(service, names)
+
+
+def _check_parent_table_and_overlap(service, names):
+    """The parent's table shows how its tasks ended (they wrote it as they ended), each task's
+    final state message is its headline, and tasks ran side by side up to the runner's limit of 2."""
+    import httpx
+
+    api = httpx.Client(base_url=service.api_url + "/")
+    runs = {r["name"]: r for r in api.post("flow_runs/filter", json={"flow_runs": {"name": {"any_": names}}}).json()}
+    for name in names:
+        message = runs[name]["state"]["message"]
+        assert re.fullmatch(r"\d+\.\d\dx faster · \S+ \S+ · accuracy passed", message), message
+    parent_id = json.loads(service.cli("tasks", "show", "job", "--json").stdout)["id"]
+    tables = api.post("artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [parent_id]}}}).json()
+    table = next(a for a in tables if a["key"].startswith("job-tasks-"))
+    rows = {r["name"]: r for r in json.loads(table["data"])}
+    assert set(rows) == set(names)
+    for name in names:
+        assert rows[name]["state"] == f"Accelerated {rows[name]['speedup']:.2f}x", rows[name]
+        assert rows[name]["message"] == runs[name]["state"]["message"]
+    spans = sorted((runs[n]["start_time"], runs[n]["end_time"]) for n in names)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), f"tasks ran one by one: {spans}"
 
 
 def test_show_has_settings_history_and_report(service, repo, tmp_path):
