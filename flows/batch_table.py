@@ -15,7 +15,7 @@ import uuid
 from accelflow.flows.progress import quietly
 from accelflow.flows.runs import artifact_key, client, is_result_key
 
-COLUMNS = ("name", "state", "speedup", "engine", "precision", "message", "id")
+COLUMNS = ("name", "state", "speedup", "engine", "precision", "reason")
 DESCRIPTION = "tasks of this request"
 
 
@@ -71,11 +71,14 @@ def children_rows(c, parent_id) -> list[dict]:
 
 
 def _row(run, result: dict) -> dict:
+    """Narrow enough for the UI's table: the speed-up rounded, a reason only for tasks that did not finish."""
     state = run.state
+    speedup = result.get("speedup")
+    ended_badly = state is not None and state.is_final() and not state.is_completed()
     return {"name": run.name, "state": state.name if state else "Scheduled",
-            "speedup": result.get("speedup", ""), "engine": result.get("engine", ""),
-            "precision": result.get("precision", ""), "message": (state.message or "") if state else "",
-            "id": str(run.id)}
+            "speedup": round(speedup, 2) if isinstance(speedup, (int, float)) else "",
+            "engine": result.get("engine", ""), "precision": result.get("precision", ""),
+            "reason": (state.message or "") if ended_badly else ""}
 
 
 def _results(c, run_ids: list) -> dict[str, dict]:

@@ -37,7 +37,6 @@ class Progress:
         fields = {"step": name, "step_number": index + 1, "steps": len(STEPS), "percent": STEPS[index][1],
                   "run_name": _run_name()}
         self.say(f"[{index + 1}/{len(STEPS)}] {name} ...", dict(fields, step_done=False))
-        show_running(STEPS[index - 1][1] if index else 0, f"[{index + 1}/{len(STEPS)}] {name}")
         start = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - start, 3)
@@ -58,20 +57,6 @@ def say(message: str, fields: dict | None = None) -> None:
     """A progress line on the console and in the run's log."""
     console.info(message, extra=fields)
     _run_logger().info(message)
-
-
-def show_running(percent: float, message: str) -> None:
-    """The run's state, renamed `Accelerating 45%`: the UI shows a state's name in the runs list and
-    the run's header, and its message under Details. The server refuses it over a stop request
-    (Cancelling), so this never undoes a stop."""
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.context import FlowRunContext
-    from prefect.states import Running
-
-    context = FlowRunContext.get()
-    if context and context.flow_run and isinstance(context.client, SyncPrefectClient):
-        quietly(lambda: context.client.set_flow_run_state(
-            context.flow_run.id, Running(name=f"Accelerating {percent:.0f}%", message=message)))
 
 
 def _run_name() -> str | None:

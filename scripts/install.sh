@@ -11,7 +11,8 @@
 #       detectron2  Detectron2, in a venv of its own (scripts/install_detectron2.sh; about
 #                   3 min once per machine)
 #       examples    transformers, for `examples/make_models.py bert`
-#       test        the test tools (pytest, hypothesis, moto)
+#       test        the test tools (pytest, hypothesis, moto, Playwright) and Debian's Chromium
+#                   for the browser tests (scripts/install_browser.sh; apt-get, as root or sudo)
 #       gpu         GPU engines: onnxruntime-gpu, TensorRT, polygraphy (GPU machines only)
 #       all         every extra but gpu
 #
@@ -76,6 +77,9 @@ prefect_database() {
 what="accelflow${EXTRAS[*]:+ with ${EXTRAS[*]}} and torch $TORCH_VERSION (CPU build) into .venv"
 step "installing $what" install_core
 step "preparing Prefect's database (${PREFECT_HOME:-~/.prefect})" prefect_database
+if [[ " ${EXTRAS[*]} " == *" test "* ]]; then
+    step "installing Chromium for the browser tests (if missing)" bash scripts/install_browser.sh
+fi
 if [ "$DETECTRON2" = 1 ]; then
     bash scripts/install_detectron2.sh
 fi

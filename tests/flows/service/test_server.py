@@ -152,7 +152,8 @@ def test_fan_out_names_states_and_parent_summary(service, repo, tmp_path):
 
 def _check_parent_table_and_overlap(service, names):
     """The parent's table shows how its tasks ended (they wrote it as they ended), each task's
-    final state message is its headline, and tasks ran side by side up to the runner's limit of 2."""
+    final state is named with its speed-up and its message is the headline, and tasks ran side by
+    side up to the runner's limit of 2."""
     import httpx
 
     api = httpx.Client(base_url=service.api_url + "/")
@@ -166,8 +167,8 @@ def _check_parent_table_and_overlap(service, names):
     rows = {r["name"]: r for r in json.loads(table["data"])}
     assert set(rows) == set(names)
     for name in names:
-        assert rows[name]["state"] == f"Accelerated {rows[name]['speedup']:.2f}x", rows[name]
-        assert rows[name]["message"] == runs[name]["state"]["message"]
+        assert rows[name]["state"] == runs[name]["state"]["name"] == f"Accelerated {rows[name]['speedup']:.2f}x"
+        assert rows[name]["reason"] == "" and rows[name]["engine"] in runs[name]["state"]["message"]
     spans = sorted((runs[n]["start_time"], runs[n]["end_time"]) for n in names)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), f"tasks ran one by one: {spans}"
 
