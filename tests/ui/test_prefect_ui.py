@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests import modelzoo
-from tests.flows.service.test_server import FAST, INFO, ROOT, repo, service  # noqa: F401 - module fixtures
+from tests.flows.service.test_server import FAST, INFO, ROOT
 
 SHOTS = os.environ.get("ACCELFLOW_SCREENSHOTS") or os.path.join(ROOT, "test-output", "ui")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -103,7 +103,7 @@ def model_folder(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def cli_tasks(service, repo, api, tmp_path_factory):  # noqa: F811 - the imported fixture
+def cli_tasks(service, repo, api, tmp_path_factory):
     """Four tasks from the command line: two alone, and one request for two versions."""
     out = str(tmp_path_factory.mktemp("ui-results"))
     for name in ("ui-first", "ui-second"):
