@@ -8,58 +8,72 @@ is a bug and keeps its traceback.
 
 class AccelflowError(Exception):
     """A problem with the user's input, environment or model; the message says how to fix it."""
+    title = "error"  # the short reason a task list shows beside its state: "Failed: <title>"
 
 
 class SpecError(AccelflowError):
     """Tensor information that cannot be parsed or does not fit together."""
+    title = "invalid request"
 
 
 class UnsupportedFormatError(AccelflowError):
     """A model file that is not one of the supported formats, or is unreadable."""
+    title = "unsupported model"
 
 
 class MissingDependencyError(AccelflowError):
     """An optional backend is not installed; the message names the extra to install."""
+    title = "missing package"
 
 
 class ConversionError(AccelflowError):
     """The model could not be converted to ONNX or built by an engine."""
+    title = "conversion failed"
 
 
 class ModelMismatchError(AccelflowError):
     """Tensor information that does not match the model's own inputs."""
+    title = "tensor information mismatch"
 
 
 class AccuracyError(AccelflowError):
     """No optimized candidate stayed within the accuracy tolerances."""
+    title = "accuracy gate"
 
 
 class DeviceError(AccelflowError):
     """An unknown device, or one that is not present on this machine."""
+    title = "device"
 
 
 class EngineError(AccelflowError):
     """An engine that is missing, of the wrong version, or unable to load a result."""
+    title = "engine"
 
 
 class RepositoryError(AccelflowError):
     """A model repository entry that is missing, malformed or cannot be written."""
+    title = "model repository"
 
 
 class ResourceLimitError(AccelflowError):
     """A task that ran out of memory or past its time limit."""
+    title = "resource limit"
 
 
 class UntrustedModelError(SpecError):
     """A model whose loading would run its author's code, refused without --trust-model-code."""
+    title = "model would run code"
 
 
 class ModelProcessError(AccelflowError):
     """The process running a task's model crashed or was killed (tasks/isolation.py)."""
+    title = "model process died"
 
 
 class OutputPathError(AccelflowError):
     """An output path that overlaps the model's home directory or cannot be written."""
+    title = "output path"
 
 
 def first_line(exc: BaseException, limit: int = 400) -> str:

@@ -38,6 +38,7 @@ _SLOWEST_UPLOAD_BYTES_PER_S = 256 * 1024
 
 class StorageError(AccelflowError):
     """A storage location that cannot be opened, read or written."""
+    title = "storage"
 
 
 def is_remote(uri: str) -> bool:

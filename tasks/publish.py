@@ -38,6 +38,7 @@ CACHE_ENV = "ACCELFLOW_RESULT_CACHE"
 
 class ResultError(AccelflowError):
     """A result that is missing, unfinished, not the task's, or outside the trusted locations."""
+    title = "result"
 
 
 def result_store(uri: str) -> Store:
