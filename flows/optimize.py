@@ -11,6 +11,7 @@ import os
 from accelflow.core.accuracy import check_samples
 from accelflow.core.runner import thread_count
 from accelflow.flows.limits import limit_error, task_limits
+from accelflow.flows.outcome import failing_with_reason
 from accelflow.flows.progress import Progress
 from accelflow.flows.request import OptimizeRequest, check_request
 from accelflow.flows.stages import Destination, build_all, overheads, publish_artifacts, publish_result
@@ -61,6 +62,10 @@ def preflight(request: OptimizeRequest) -> tuple[OptimizeRequest, str]:
 
 @flow(name="optimize", persist_result=False, validate_parameters=True)
 def optimize(request: OptimizeRequest):
+    return failing_with_reason(_optimize, request)  # a user error: Failed, its message the reason
+
+
+def _optimize(request: OptimizeRequest):
     from prefect.runtime import flow_run
     from prefect.states import Cancelled
 
