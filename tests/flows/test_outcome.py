@@ -80,6 +80,7 @@ def test_an_internal_error_keeps_its_traceback(prefect_server, onnx_model, tmp_p
     assert state.is_failed() and "KeyError" in state.message  # Prefect's own message for an exception
     _, logs = _server_view(state.state_details.flow_run_id)
     tracebacks = [m for level, m in logs if level >= 40 and "Traceback (most recent call last)" in m]
-    assert len(tracebacks) == 2 and all("a bug, not the user's input" in m for m in tracebacks)  # the step's, the flow's
+    assert len(tracebacks) == 2  # the step's and the flow's
+    assert all("a bug, not the user's input" in m for m in tracebacks)
     with pytest.raises(KeyError):
         state.result()
