@@ -25,9 +25,9 @@ _LOGGED = "_accelflow_logged"  # set on an error once a run logger wrote its lin
 
 
 class UserErrorRecords(logging.Filter):
-    """A record carrying an AccelflowError becomes its reason alone, without the traceback; the
-    failed step's "Finished in state Failed(...)" line after it is INFO, like the flow's own, so
-    that the reason is the one ERROR line."""
+    """The first record carrying an AccelflowError becomes its reason alone, without the traceback,
+    and later ones for the same error are dropped; the failed step's "Finished in state Failed(...)"
+    line after it is INFO, like the flow's own, so that the reason is the run's one ERROR line."""
 
     def __init__(self):
         super().__init__()
@@ -41,13 +41,15 @@ class UserErrorRecords(logging.Filter):
                 self._failed_steps.discard(step)
                 record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
             return True
+        debug = logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        if getattr(exc, _LOGGED, False) and not debug:
+            return False  # said once already; a runner's engine re-raising it at the end adds nothing
         setattr(exc, _LOGGED, True)
         if step is not None:
             self._failed_steps.add(step)
-        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
-            return True
-        record.msg, record.args = str(exc), ()
-        record.exc_info, record.exc_text = None, None
+        if not debug:
+            record.msg, record.args = str(exc), ()
+            record.exc_info, record.exc_text = None, None
         return True
 
 

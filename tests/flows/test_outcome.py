@@ -7,6 +7,10 @@ Prefect's handling and its traceback.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from accelflow.core.errors import ModelMismatchError
 from accelflow.flows.optimize import optimize
@@ -16,6 +20,7 @@ from accelflow.tasks import steps
 from tests import modelzoo
 
 FAST = {"draws": 1, "bench_seconds": 0.2}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -84,3 +89,26 @@ def test_an_internal_error_keeps_its_traceback(prefect_server, onnx_model, tmp_p
     assert all("a bug, not the user's input" in m for m in tracebacks)
     with pytest.raises(KeyError):
         state.result()
+
+
+def test_on_a_runner_the_reason_is_logged_once_and_the_run_fails_with_it(prefect_server, onnx_model, tmp_path):
+    """As `accelflow server` runs a submitted task: Prefect's engine in a process of its own, which
+    re-raises the error at the end ("Engine execution exited with unexpected exception")."""
+    from accelflow.flows.service.serve import deployments
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    for deployment in deployments():
+        deployment.apply()
+    request = _request(onnx_model, tmp_path / "out", ["input:float(1*3*16*16)"], "on-runner")
+    run = run_deployment("optimize/cpu", parameters={"request": request.model_dump(mode="json")},
+                         flow_run_name="on-runner", timeout=0)
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT__FLOW_RUN_ID=str(run.id))
+    engine = subprocess.run([sys.executable, "-m", "prefect.engine"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert "Traceback" not in engine.stderr, engine.stderr  # the worker's console too
+    recorded, logs = _server_view(run.id)
+    assert recorded.type.value == "FAILED"
+    assert recorded.message.startswith("tensor information names input but the ONNX model's inputs are image")
+    assert [message for level, message in logs if level >= 40] == [recorded.message]
+    assert not [m for _, m in logs if "Traceback" in m], logs
