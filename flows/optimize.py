@@ -12,6 +12,7 @@ from accelflow.core.accuracy import check_samples
 from accelflow.core.runner import thread_count
 from accelflow.flows import batch_table
 from accelflow.flows.limits import limit_error, task_limits
+from accelflow.flows.outcome import failing_with_reason
 from accelflow.flows.progress import Progress
 from accelflow.flows.request import OptimizeRequest, check_request
 from accelflow.flows.stages import Destination, build_all, completed, overheads, publish_artifacts, publish_result
@@ -62,6 +63,10 @@ def preflight(request: OptimizeRequest) -> tuple[OptimizeRequest, str]:
 
 @flow(name="optimize", persist_result=False, validate_parameters=True, **batch_table.HOOKS)
 def optimize(request: OptimizeRequest):
+    return failing_with_reason(_optimize, request)  # a user error: Failed, its message the reason
+
+
+def _optimize(request: OptimizeRequest):
     from prefect.runtime import flow_run
     from prefect.states import Cancelled
 

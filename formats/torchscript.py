@@ -7,8 +7,10 @@ unpickler, never Python's pickle, so loading cannot run arbitrary Python code.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
+import pickletools
 import warnings
 import zipfile
 
@@ -71,21 +73,67 @@ def positional_args(module, spec, args: list, kwargs: dict) -> list:
     if spec.root == "args":
         return list(args)
     params = [a.name for a in module.forward.schema.arguments][1:]  # [0] is self
-    unknown = [k for k in kwargs if k not in params]
+    return [kwargs[p] for p in keyword_order(params, list(kwargs))]
+
+
+def keyword_order(params: list[str], names: list[str]) -> list[str]:
+    """forward()'s parameters up to the last one named: where each keyword input goes. A name
+    forward() does not take, or a parameter left out before a named one, is a ModelMismatchError."""
+    unknown = [k for k in names if k not in params]
     if unknown:
         raise ModelMismatchError(
             f"tensor information names {', '.join(unknown)}, but forward() takes "
             f"{', '.join(params)}. Name first-level inputs after forward's parameters, or use "
             "input_0, input_1, ... for positional arguments."
         )
-    last = max(params.index(k) for k in kwargs)
-    missing = [p for p in params[: last + 1] if p not in kwargs]
+    last = max(params.index(k) for k in names)
+    missing = [p for p in params[: last + 1] if p not in names]
     if missing:
         raise ModelMismatchError(
             f"forward() parameter(s) {', '.join(missing)} come before "
             f"{params[last]} but have no tensor information; add them."
         )
-    return [kwargs[p] for p in params[: last + 1]]
+    return params[: last + 1]
+
+
+def check_input_names(path: str, spec) -> None:
+    """Tensor information's first-level names against forward()'s parameters, as read by
+    `forward_parameters` (the model is not loaded). Positional inputs (input_0, ...) and an
+    archive laid out otherwise are checked when the model is converted."""
+    params = forward_parameters(path) if spec.root == "kwargs" else None
+    if params is not None:
+        keyword_order(params, list(dict.fromkeys(leaf.path[0][1] for leaf in spec.leaves)))
+
+
+_MAX_SOURCE_BYTES = 16 << 20  # data.pkl and a code file are small; the weights are in data/
+
+
+def forward_parameters(path: str) -> list[str] | None:
+    """The names of forward()'s parameters (self excluded), read from the archive without torch:
+    the root object's class is the first GLOBAL opcode of data.pkl (opcodes are listed, nothing is
+    unpickled) and its forward() is parsed, not run, from the TorchScript source torch.jit.save
+    writes under code/. None where the archive is not laid out that way."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = next(i for i in archive.infolist()
+                        if i.filename.count("/") == 1 and i.filename.endswith("/data.pkl"))
+            module, _, name = _root_class(archive, data).rpartition(".")
+            code = archive.getinfo(f"{data.filename.split('/')[0]}/code/{module.replace('.', '/')}.py")
+            if max(data.file_size, code.file_size) > _MAX_SOURCE_BYTES:
+                return None
+            tree = ast.parse(archive.read(code))
+    except Exception:  # noqa: BLE001 - any surprise in an archive only means: checked at conversion
+        return None
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+    forward = [f for c in classes for f in c.body if isinstance(f, ast.FunctionDef) and f.name == "forward"]
+    return [a.arg for a in forward[0].args.args[1:]] if len(forward) == 1 else None
+
+
+def _root_class(archive: zipfile.ZipFile, data: zipfile.ZipInfo) -> str:
+    """`__torch__.module.Class` of the pickled root module (GLOBAL's argument is "module Class")."""
+    with archive.open(data) as stream:
+        found = next(arg for op, arg, _ in pickletools.genops(stream) if op.name == "GLOBAL")
+    return found.replace(" ", ".")
 
 
 def to_torch(value):

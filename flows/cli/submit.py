@@ -6,14 +6,16 @@ import json
 
 
 def submit_requests(requests, batch_name: str, as_json: bool) -> int:
-    """Check the requests, upload local inputs, and create one flow run each on the server."""
+    """Check the requests (with the model, where it is on this machine), upload local inputs, and
+    create one flow run each on the server."""
     from accelflow.flows.batch import check_server, submit
     from accelflow.flows.inputs import prepare_for_submit
-    from accelflow.flows.request import check_request
+    from accelflow.flows.presubmit import check_before_submit
     from prefect.settings import PREFECT_API_URL
 
     check_server(requests)
-    requests = [prepare_for_submit(check_request(r, local=False), PREFECT_API_URL.value()) for r in requests]
+    requests = [check_before_submit(r) for r in requests]  # all checked before anything is uploaded or submitted
+    requests = [prepare_for_submit(r, PREFECT_API_URL.value()) for r in requests]
     tasks = submit(requests, batch_name)
     if as_json:
         print(json.dumps(tasks, indent=2))

@@ -89,3 +89,34 @@ def test_broken_torchscript_fails_to_load_with_a_clear_message(tmp_path):
     assert torchscript.detect(str(broken))
     with pytest.raises(UnsupportedFormatError, match="failed to load"):
         torchscript.load(str(broken))
+
+
+@pytest.mark.parametrize("make", [modelzoo.tiny_cnn_torchscript, modelzoo.two_inputs_torchscript,
+                                  modelzoo.nested_torchscript])
+def test_forward_parameters_read_from_the_archive_are_those_torch_loads(tmp_path, make):
+    path = make(str(tmp_path))
+    loaded = [a.name for a in torchscript.load(path).forward.schema.arguments][1:]
+    assert torchscript.forward_parameters(path) == loaded
+
+
+def test_forward_parameters_of_an_archive_laid_out_otherwise_are_unknown(tmp_path):
+    import zipfile
+
+    path = modelzoo.tiny_cnn_torchscript(str(tmp_path))
+    stripped = tmp_path / "no-code.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(stripped, "w") as dst:
+        for item in src.infolist():
+            if "/code/" not in item.filename:
+                dst.writestr(item, src.read(item.filename))
+    assert torchscript.forward_parameters(str(stripped)) is None
+    assert torchscript.forward_parameters(modelzoo.tiny_cnn_onnx(str(tmp_path))) is None
+
+
+def test_input_names_are_checked_without_loading_the_model(tmp_path):
+    path = modelzoo.two_inputs_torchscript(str(tmp_path))
+    with pytest.raises(ModelMismatchError, match="names ids, but forward\\(\\) takes input_ids, attention_mask"):
+        torchscript.check_input_names(path, tensor_info.parse(["ids:int64(1*8)", "attention_mask:int64(1*8)"]))
+    with pytest.raises(ModelMismatchError, match="input_ids come before attention_mask but have no tensor information"):
+        torchscript.check_input_names(path, tensor_info.parse(["attention_mask:int64(1*8)"]))
+    torchscript.check_input_names(path, tensor_info.parse(["attention_mask:int64(1*8)", "input_ids:int64(1*8)"]))
+    torchscript.check_input_names(path, tensor_info.parse(["input_0:int64(1*8)"]))  # positional: at conversion

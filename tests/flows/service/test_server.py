@@ -239,7 +239,8 @@ def test_failed_task_is_re_accelerated_with_corrected_tensor_information(service
     rows = service.wait_for(["wrong-rank"])
     assert rows["wrong-rank"]["state"] == "failed"
     details = json.loads(service.cli("tasks", "show", "wrong-rank", "--json").stdout)
-    assert "ModelMismatchError" in details["reason"] and "input_0 (1, 3, 16)" in details["reason"]
+    assert details["reason"].startswith("the model fails on inputs made from the tensor information "
+                                        "(input_0 (1, 3, 16)")  # the error's message, as the CLI prints it
     saved = service.cli("tasks", "save", "wrong-rank", check=False)
     assert saved.returncode == 2 and "only accelerated tasks can be saved" in saved.stderr
     retried = json.loads(service.cli("tasks", "retry", "wrong-rank", *INFO, "--json").stdout)
