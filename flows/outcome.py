@@ -72,4 +72,5 @@ def failing_with_reason(body: Callable[..., Any], *args: Any) -> Any:
     except AccelflowError as exc:
         if not getattr(exc, _LOGGED, False):  # raised by the flow itself, not by a step that logged it
             get_run_logger().error("%s", exc, exc_info=exc)
-        return Failed(message=str(exc), data=exc)
+        # The UI shows a state's name in the runs list and the run's header: there, the reason's title.
+        return Failed(name=f"Failed: {exc.title}", message=str(exc), data=exc)

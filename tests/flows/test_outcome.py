@@ -57,6 +57,7 @@ def test_a_wrong_tensor_name_fails_with_the_reason_as_message_and_no_traceback(p
     assert state.is_failed() and state.message == reason
     recorded, logs = _server_view(state.state_details.flow_run_id)
     assert recorded.type.value == "FAILED" and recorded.message == reason
+    assert recorded.name == "Failed: tensor information mismatch"  # the badge in the runs list and header
     errors = [message for level, message in logs if level >= 40]
     assert errors == [reason]  # one line: the step's (convert to ONNX) that raised it
     assert not [m for _, m in logs if "Traceback" in m or ".py\", line" in m], logs
