@@ -2,7 +2,7 @@
 
 Where the model is on this machine (a file or folder, or an entry of a local repository), the
 checks of the flow's preflight that read no model data run here too: the model exists, its format
-is known, its code is allowed, the options fit the format. Then the tensor information is matched
+is known, its code is allowed, the options fit the format, the output is outside its folder. Then the tensor information is matched
 against the model's inputs by the format's own check, which runs none of the model: an ONNX
 graph's inputs are read from its protobuf, a TorchScript forward()'s parameters from the source in
 its archive. A remote model (s3://, an entry of a remote repository, whose credentials may be the
@@ -17,6 +17,7 @@ from accelflow.flows.request import OptimizeRequest, check_request
 from accelflow.formats import detect_format, find_model_file, onnx_model, torchscript
 from accelflow.storage.repository import ModelRepository, parse_model_ref
 from accelflow.storage.store import is_remote
+from accelflow.tasks.package import check_output_path
 
 # Per format, the check of tensor information against the model's inputs that runs no model code.
 INPUT_CHECKS = {onnx_model.NAME: onnx_model.check_inputs, torchscript.NAME: torchscript.check_input_names}
@@ -26,6 +27,8 @@ def check_before_submit(request: OptimizeRequest) -> OptimizeRequest:
     """The request normalised (check_request), or the user error its worker would have failed with."""
     request = check_request(request, local=False)
     model_file = local_model_file(request)
+    if model_file:  # an output inside the model's folder (or around it) is refused by the worker too
+        check_output_path(request.output, locate_model(request))
     check = INPUT_CHECKS.get(detect_format(model_file).NAME) if model_file else None
     if check is not None:
         check(model_file, tensor_info.parse(request.tensor_info))

@@ -51,6 +51,12 @@ def test_a_wrong_tensor_name_for_a_local_onnx_model_is_refused_before_submitting
     assert "tensor information names input but the ONNX model's inputs are image" in err
 
 
+def test_an_output_inside_the_model_folder_is_refused_before_submitting(deployed, models, capsys):
+    path = modelzoo.tiny_cnn_onnx(str(models))
+    err = _refused([path, "-t", "image:float(1*3*16*16)", "--output", str(models / "results")], capsys)
+    assert "overlaps the model's home directory" in err
+
+
 def test_a_wrong_dtype_for_a_local_onnx_model_is_refused_before_submitting(deployed, models, tmp_path, capsys):
     path = modelzoo.tiny_cnn_onnx(str(models))
     err = _refused([path, "-t", "image:int32(1*3*16*16)", "--output", str(tmp_path / "out")], capsys)
