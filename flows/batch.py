@@ -41,7 +41,8 @@ def _outcome(children: list[dict], submitted: bool):
     from prefect.states import Completed
 
     if submitted:
-        return Completed(name=f"Submitted {len(children)} tasks", message="see their rows", data=children)
+        return Completed(name=f"Submitted {len(children)} tasks", data=children,
+                         message="each task is a run of its own; how they end: this run's Artifacts tab")
     done = sum(bool(c.get("result_uri")) for c in children)
     return Completed(name=f"{done} of {len(children)} accelerated", data=children)
 
