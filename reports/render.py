@@ -320,7 +320,10 @@ def _settings_blocks(report: TaskReport) -> list[tuple]:
         "task name": report.task_name, "model": report.model, "version": report.version,
         "format": report.format, "level": report.level, "device": report.device,
     }
-    blocks = [("h2", "Settings"), _kv_table({**fixed, **report.settings}, "setting", "value", code=True)]
+    # A list, not a table: the Prefect UI neither wraps table cells nor shows their scroll bar, so a long
+    # path in a table was cut off; a list item has the page's whole width.
+    settings = [(f"{key}: ", Code(_text(value))) for key, value in {**fixed, **report.settings}.items()]
+    blocks = [("h2", "Settings"), ("list", settings)]
     if report.tensor_info:
         blocks += [("p", "Tensor information:"), ("list", [Code(line) for line in report.tensor_info])]
     return blocks
@@ -419,9 +422,8 @@ def _timing_blocks(report: TaskReport) -> list[tuple]:
     return [("h2", "Time per step"), ("table", ["step", "seconds", "share of total"], rows)]
 
 
-def _kv_table(mapping: dict[str, Any], key: str, value: str, code: bool = False) -> tuple:
-    wrap = Code if code else str
-    return ("table", [key, value], [[str(k), wrap(_text(v))] for k, v in mapping.items()])
+def _kv_table(mapping: dict[str, Any], key: str, value: str) -> tuple:
+    return ("table", [key, value], [[str(k), _text(v)] for k, v in mapping.items()])
 
 
 # ---------------------------------------------------------------- Markdown
