@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,6 +30,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 NA = "n/a"
+_MD_PLOT_DPI = 80  # the artifact's copy of the plot: a data URI of some 10-30 KB
+
+
+class Code(str):
+    """A value from the user or the model (a tensor line, path, shape, setting) that Markdown shows
+    as a code span, verbatim. Any other text in a block is prose, escaped; a tuple mixes the two."""
 
 
 # ---------------------------------------------------------------- JSON
@@ -268,13 +275,15 @@ def _pipeline_blocks(report: TaskReport) -> list[tuple]:
     pipe = report.pipeline
     how = (f"{pipe.pipeline_class}, prompt {pipe.prompt!r}, {pipe.steps} steps, guidance scale "
            f"{pipe.guidance_scale:g}, seed {pipe.seed}; original and optimized pipeline with the same seed.")
-    images = [[p.shape_point, fmt_shapes(p.shapes), _fmt_db(p.psnr_db), f"{p.min_psnr_db:g} dB",
-               fmt_sci(p.max_abs_diff), "yes" if p.passed else "NO"] for p in pipe.points]
+    images = [[p.shape_point, "yes" if p.passed else "NO", _fmt_db(p.psnr_db), f"{p.min_psnr_db:g} dB",
+               fmt_sci(p.max_abs_diff), Code(fmt_shapes(p.shapes))] for p in pipe.points]
     blocks = [("h2", "Pipeline: same image"), ("p", how),
-              ("table", ["shape point", "shapes", "PSNR", "required", "max abs diff", "passed"], images),
-              ("h2", "Pipeline: seconds per image, by network")]
+              ("table", ["shape point", "passed", "PSNR", "required", "max abs diff", "shapes"], images),
+              ("h2", "Pipeline: seconds per image, by network"),
+              ("p", "Speed-up: in the pipeline, seconds per image; per call: the network's own benchmark.")]
     for p in pipe.points:
-        blocks += [("p", f"Shape point {p.shape_point} ({fmt_shapes(p.shapes)}):"), _seconds_table(report.components, p)]
+        blocks += [("p", (f"Shape point {p.shape_point} (", Code(fmt_shapes(p.shapes)), "):")),
+                   _seconds_table(report.components, p)]
     return blocks
 
 
@@ -284,22 +293,25 @@ def _seconds_table(components: list[ComponentReport], point) -> tuple:
     for name in point.baseline_seconds:
         base, opt = point.baseline_seconds[name], point.optimized_seconds.get(name)
         c = by_name.get(name)
-        rows.append([name, f"{c.engine} {c.precision}" if c else "PyTorch (not a network)", f"{base:.3f}",
-                     NA if opt is None else f"{opt:.3f}", fmt_ratio(base / opt) if opt else NA,
-                     fmt_ratio(c.speedup) if c else NA])
-    return ("table", ["network", "optimized by", "baseline s/image", "optimized s/image", "speed-up in pipeline",
-                      "speed-up per call (benchmark)"], rows)
+        by = f"{c.engine} {c.precision}" if c else "PyTorch (not a network)"
+        rows.append([name, fmt_ratio(base / opt) if opt else NA, fmt_ratio(c.speedup) if c else NA, f"{base:.3f}",
+                     NA if opt is None else f"{opt:.3f}", by])
+    # The speed-ups first and the long "optimized by" last: the Prefect UI cuts wide tables at the right.
+    return ("table", ["network", "speed-up", "per call", "baseline s", "optimized s", "optimized by"], rows)
 
 
 def _component_candidate_blocks(report: TaskReport) -> list[tuple]:
-    headers = ["network", "selected", "engine", "version", "precision", "build s", "accuracy", "speed-up per call"]
+    headers = ["network", "candidate", "selected", "speed-up per call", "build s", "accuracy"]
     rows = [
-        [comp.name, "✓" if c.selected else "", c.engine, c.engine_version, c.precision,
-         f"{c.build_seconds:.1f}", _candidate_verdict(c), fmt_ratio(c.speedup)]
+        [comp.name, f"{c.engine} {c.engine_version} {c.precision}", "✓" if c.selected else "", fmt_ratio(c.speedup),
+         f"{c.build_seconds:.1f}", _candidate_outcome(c)]
         for comp in report.components for c in comp.candidates
     ]
-    info = [f"{c.name}: {'; '.join(c.tensor_info)} (exported in {c.export_seconds:.1f} s)" for c in report.components]
-    return [("h2", "Candidates, per network"), ("table", headers, rows), ("p", "Tensor information per network:"),
+    why = [block for comp in report.components for block in _why_failed(comp.candidates, f"{comp.name}: ")]
+    why = [("p", "Why candidates were not used:"), ("list", [line for b in why[1::2] for line in b[1]])] if why else []
+    info = [(f"{c.name}: ", Code("; ".join(c.tensor_info)), f" (exported in {c.export_seconds:.1f} s)")
+            for c in report.components]
+    return [("h2", "Candidates, per network"), ("table", headers, rows), *why, ("p", "Tensor information per network:"),
             ("list", info)]
 
 
@@ -308,21 +320,35 @@ def _settings_blocks(report: TaskReport) -> list[tuple]:
         "task name": report.task_name, "model": report.model, "version": report.version,
         "format": report.format, "level": report.level, "device": report.device,
     }
-    blocks = [("h2", "Settings"), _kv_table({**fixed, **report.settings}, "setting", "value")]
+    # A list, not a table: the Prefect UI neither wraps table cells nor shows their scroll bar, so a long
+    # path in a table was cut off; a list item has the page's whole width.
+    settings = [(f"{key}: ", Code(_text(value))) for key, value in {**fixed, **report.settings}.items()]
+    blocks = [("h2", "Settings"), ("list", settings)]
     if report.tensor_info:
-        blocks += [("p", "Tensor information:"), ("list", list(report.tensor_info))]
+        blocks += [("p", "Tensor information:"), ("list", [Code(line) for line in report.tensor_info])]
     return blocks
 
 
 def _shape_blocks(report: TaskReport) -> list[tuple]:
-    headers = ["shape point", "shapes"]
-    for side in ("baseline", "optimized"):
-        headers += [f"{side} {s} ms" for s in ("mean", "p50", "p90", "p99")] + [f"{side} samples/s"]
-    rows = [
-        [r.point, fmt_shapes(r.shapes), *_stat_cells(r.baseline), *_stat_cells(r.optimized), fmt_speedup(r.speedup)]
-        for r in shape_rows(report)
+    """A narrow table with the speed-ups first, then the detailed statistics, one row per side:
+    one wide table was cut off at the right in the Prefect UI, hiding the speed-up column."""
+    rows = shape_rows(report)
+    summary = [[r.point, _p50(r.baseline), _p50(r.optimized), fmt_speedup(r.speedup)] for r in rows]
+    details = [[r.point, side, *_stat_cells(stats)]
+               for r in rows for side, stats in (("baseline", r.baseline), ("optimized", r.optimized))]
+    shapes = [(f"{r.point}: ", Code(fmt_shapes(r.shapes))) for r in rows if r.shapes]
+    return [
+        ("h2", "Latency per shape point"),
+        ("plot",),
+        ("table", ["shape point", "baseline p50 ms", "optimized p50 ms", "speed-up (95% CI)"], summary),
+        *([("p", "Shapes per shape point:"), ("list", shapes)] if shapes else []),
+        ("p", "Latency in detail (ms; samples/s is the throughput):"),
+        ("table", ["shape point", "run", "mean", "p50", "p90", "p99", "samples/s"], details),
     ]
-    return [("h2", "Latency per shape point"), ("plot",), ("table", headers + ["speed-up"], rows)]
+
+
+def _p50(stats: LatencyStats | None) -> str:
+    return NA if stats is None else fmt_ms(stats.p50)
 
 
 def _stat_cells(stats: LatencyStats | None) -> list[str]:
@@ -334,25 +360,28 @@ def _stat_cells(stats: LatencyStats | None) -> list[str]:
 def _accuracy_blocks(report: TaskReport) -> list[tuple]:
     if is_detections(report.accuracy):
         return _detection_accuracy_blocks(report)
-    headers = ["output", "max abs diff", "max rel diff", "cosine similarity", "scale", "mismatch share", "tolerance", "passed"]
-    rows = [
-        [
-            o.output, fmt_sci(o.max_abs_diff), fmt_sci(o.max_rel_diff), _fmt_cosine(o.cosine_similarity),
-            fmt_sci(o.scale), f"{o.mismatch_share:.2%}", ", ".join(f"{k}={v:g}" for k, v in o.tolerance.items()),
-            "yes" if o.passed else "NO",
-        ]
-        for o in report.accuracy.outputs
-    ]
-    return [("h2", "Accuracy against the original"), ("p", accuracy_verdict(report.accuracy)), ("table", headers, rows)]
+    outputs = report.accuracy.outputs
+    # Two narrow tables rather than one of eight columns, which the Prefect UI cut off at the right.
+    figures = [[o.output, "yes" if o.passed else "NO", fmt_sci(o.max_abs_diff), fmt_sci(o.max_rel_diff),
+                _fmt_cosine(o.cosine_similarity)] for o in outputs]
+    limits = [[o.output, fmt_sci(o.scale), f"{o.mismatch_share:.2%}", _fmt_tolerance(o)] for o in outputs]
+    return [("h2", "Accuracy against the original"), ("p", accuracy_verdict(report.accuracy)),
+            ("table", ["output", "passed", "max abs diff", "max rel diff", "cosine similarity"], figures),
+            ("table", ["output", "scale", "mismatch share", "tolerance"], limits)]
+
+
+def _fmt_tolerance(o: OutputAccuracy) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in o.tolerance.items())
 
 
 def _detection_accuracy_blocks(report: TaskReport) -> list[tuple]:
     """Detections matched by IoU (docs/detectors.md): matched share, score and box diff, mask IoU."""
-    headers = ["output", "matched share / mask IoU", "score diff", "box diff (px)", "tolerance", "passed"]
+    headers = ["output", "passed", "matched share / mask IoU", "score diff", "box diff (px)", "tolerance"]
     rows = [
-        [o.output, f"{o.cosine_similarity:.3f}" if o.output == "masks" else f"{o.cosine_similarity:.2%}",
+        [o.output, "yes" if o.passed else "NO",
+         f"{o.cosine_similarity:.3f}" if o.output == "masks" else f"{o.cosine_similarity:.2%}",
          NA if o.output == "masks" else fmt_sci(o.max_rel_diff), NA if o.output == "masks" else fmt_sci(o.max_abs_diff),
-         ", ".join(f"{k}={v:g}" for k, v in o.tolerance.items()), "yes" if o.passed else "NO"]
+         _fmt_tolerance(o)]
         for o in report.accuracy.outputs
     ]
     return [("h2", "Accuracy against the original (detections matched by IoU)"),
@@ -360,14 +389,27 @@ def _detection_accuracy_blocks(report: TaskReport) -> list[tuple]:
 
 
 def _candidate_blocks(report: TaskReport) -> list[tuple]:
-    headers = ["selected", "engine", "version", "precision", "build s", "accuracy", "speed-up"]
+    # Short cells only (the Prefect UI does not wrap table cells): why a candidate failed is listed below.
+    headers = ["engine", "version", "precision", "selected", "speed-up", "build s", "accuracy"]
     rows = [
-        ["✓" if c.selected else "", c.engine, c.engine_version, c.precision,
-         f"{c.build_seconds:.1f}", _candidate_verdict(c), fmt_ratio(c.speedup)]
+        [c.engine, c.engine_version, c.precision, "✓" if c.selected else "", fmt_ratio(c.speedup),
+         f"{c.build_seconds:.1f}", _candidate_outcome(c)]
         for c in report.candidates
     ]
     notes = [f"{c.engine} {c.precision}: {note}" for c in report.candidates for note in c.notes]
-    return [("h2", "Candidates"), ("table", headers, rows), *([("list", notes)] if notes else [])]
+    return [("h2", "Candidates"), ("table", headers, rows), *_why_failed(report.candidates),
+            *([("p", "Engine notes:"), ("list", notes)] if notes else [])]
+
+
+def _candidate_outcome(cand: Candidate) -> str:
+    """One word for a table cell: passed, failed, error or not checked."""
+    return _candidate_verdict(cand).split(":")[0]
+
+
+def _why_failed(candidates: list[Candidate], network: str = "") -> list[tuple]:
+    lines = [f"{network}{c.engine} {c.engine_version} {c.precision}: {_candidate_verdict(c)}"
+             for c in candidates if _candidate_outcome(c) in ("failed", "error")]
+    return [("p", "Why candidates were not used:"), ("list", lines)] if lines else []
 
 
 def _timing_blocks(report: TaskReport) -> list[tuple]:
@@ -386,31 +428,84 @@ def _kv_table(mapping: dict[str, Any], key: str, value: str) -> tuple:
 
 # ---------------------------------------------------------------- Markdown
 
+PLOT_ALT = "latency per shape point"
+_PLOT_REF = "latency-plot"
+# Backslash-escaped wherever they stand: emphasis, code, links, raw HTML, tables, strikethrough, entities.
+_MD_ALWAYS = set("\\`*[]<>|~&")
+# What would make a line a heading, list, quote or thematic break when it starts a paragraph or list item.
+_MD_LINE_START = re.compile(r"^(\s*\d*)([#>+=.)-])")
+
 
 def to_markdown(report: TaskReport) -> str:
-    return "\n\n".join(_md_block(block) for block in _blocks(report)) + "\n"
+    """report.md and the Prefect artifact: every value verbatim, tables narrow enough for the UI,
+    the plot as a PNG data URI (a reference link defined at the end, so the file stays readable)."""
+    png = latency_plot_png(shape_rows(report), dpi=_MD_PLOT_DPI)
+    no_plot = ("p", "No latency was measured.")
+    text = "\n\n".join(_md_block(no_plot if block == ("plot",) and png is None else block) for block in _blocks(report))
+    if png is not None:
+        text += f"\n\n[{_PLOT_REF}]: data:image/png;base64,{base64.b64encode(png).decode('ascii')}"
+    return text + "\n"
 
 
-def _md(text: str) -> str:
-    # Markdown goes into Prefect artifacts too: neutralise raw HTML and table pipes.
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+def md_escape(text: str) -> str:
+    """Prose that renders as itself in CommonMark/GFM (and the UI's marked): metacharacters get a backslash.
+    An underscore inside a word never starts emphasis, so `pooler_output` stays as it is."""
+    text = str(text).replace("\r", " ").replace("\n", " ")
+    out = []
+    for i, ch in enumerate(text):
+        if ch in _MD_ALWAYS or (ch == "_" and not _inside_word(text, i)):
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _inside_word(text: str, i: int) -> bool:
+    return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+
+
+def md_code(text: str) -> str:
+    """A code span showing text verbatim: a fence longer than any run of backticks inside it,
+    padded when text starts or ends with a backtick (CommonMark strips one space each side)."""
+    text = str(text).replace("\r", " ").replace("\n", " ")
+    if not text:
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[0] == "`" or text[-1] == "`" or (text[0] == text[-1] == " " and text.strip()) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _md_inline(value: Any, in_table: bool = False) -> str:
+    """Inline text: a Code value as a code span, a tuple of parts part by part, anything else as prose."""
+    if isinstance(value, tuple):
+        return "".join(_md_inline(part, in_table) for part in value)
+    if isinstance(value, Code):
+        # GFM splits table cells at a pipe even inside a code span; a backslash keeps it in the cell.
+        return md_code(value).replace("|", "\\|") if in_table else md_code(value)
+    return md_escape(value)
+
+
+def _md_line(value: Any) -> str:
+    """Inline text that starts a block (paragraph, list item): a leading `#`, `-`, `1.`... stays text."""
+    return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), _md_inline(value), count=1)
 
 
 def _md_block(block: tuple) -> str:
     kind = block[0]
     if kind == "h1":
-        return f"# {_md(block[1])}"
+        return f"# {_md_inline(block[1])}"
     if kind == "h2":
-        return f"## {_md(block[1])}"
+        return f"## {_md_inline(block[1])}"
     if kind == "p":
-        return _md(block[1])
+        return _md_line(block[1])
     if kind == "list":
-        return "\n".join(f"- {_md(item)}" for item in block[1])
+        return "\n".join(f"- {_md_line(item)}" for item in block[1])
     if kind == "plot":
-        return "_Plot of latency per shape point: see report.html._"
+        return f"![{PLOT_ALT}][{_PLOT_REF}]"
     headers, rows = block[1], block[2]
-    lines = ["| " + " | ".join(_md(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows])
+    cells = [[_md_inline(h, True) for h in headers]] + [[_md_inline(c, True) for c in row] for row in rows]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines[:1] + ["|" + "---|" * len(headers)] + lines[1:])
 
 
 # ---------------------------------------------------------------- HTML
@@ -436,7 +531,7 @@ def to_html(report: TaskReport) -> str:
 
 
 def _html_block(block: tuple, report: TaskReport) -> str:
-    kind, esc = block[0], html.escape
+    kind, esc = block[0], _html_text
     if kind in ("h1", "h2", "p"):
         return f"<{kind}>{esc(block[1])}</{kind}>"
     if kind == "list":
@@ -452,12 +547,17 @@ def _html_block(block: tuple, report: TaskReport) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def latency_plot_png(rows: list[ShapeRow]) -> bytes | None:
+def _html_text(value: Any) -> str:
+    """Escaped text; a tuple of parts (prose and Code) joined, as HTML shows both alike."""
+    return html.escape("".join(value) if isinstance(value, tuple) else str(value))
+
+
+def latency_plot_png(rows: list[ShapeRow], dpi: int = 100) -> bytes | None:
     """Grouped bars of p50 per shape point, whiskers up to p90; None when nothing was timed."""
     if not any(r.baseline or r.optimized for r in rows):
         return None
     # A bare Figure with its own Agg canvas: no pyplot, so no global backend or figure state.
-    figure = Figure(figsize=(max(5.0, 1.6 * len(rows) + 2), 3.6), dpi=100)
+    figure = Figure(figsize=(max(5.0, 1.6 * len(rows) + 2), 3.6), dpi=dpi)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     width = 0.38

@@ -131,7 +131,7 @@ def test_markdown_lists_every_candidate_output_shape_and_setting(report):
     for output in ("last_hidden_state", "pooler_output"):
         assert f"| {output} |" in md
     for point, shapes in SHAPES.items():
-        assert f"| {point} | input_ids: {shapes['input_ids'][0]}*{shapes['input_ids'][1]}; attention_mask:" in md
+        assert f"- {point}: `input_ids: {shapes['input_ids'][0]}*{shapes['input_ids'][1]}; attention_mask:" in md
     for line in report.tensor_info + ["bert-base-uncased", "torchscript", "FP16", "cpu-zen4", "output_path"]:
         assert line in md
     assert "2.10e-02" in md  # max abs diff in scientific notation
@@ -177,8 +177,14 @@ def test_html_and_markdown_escape_user_strings():
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;iframe&gt;broken&lt;/iframe&gt;" in page
     md = to_markdown(report)
-    assert evil not in md and "<iframe>" not in md
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    prose = _outside_code_spans(md)  # inside a code span, `<` is text, never HTML
+    assert evil not in prose and "<iframe>" not in prose and "<img" not in prose and "<b>" not in prose
+    assert f"- task name: `{evil}`" in md
+    assert "\\<script\\>alert(1)\\</script\\>" in md
+
+
+def _outside_code_spans(md: str) -> str:
+    return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", md)
 
 
 def test_markdown_escapes_table_pipes():
@@ -284,4 +290,145 @@ def test_a_detectors_accuracy_is_told_in_detection_terms():
     report = dataclasses.replace(make_report(), accuracy=accuracy)
     md = to_markdown(report)
     assert "passed (1 images); 100.0% of detections matched, score diff 1.00e-02, box diff 2.50e-01 px, worst mask IoU 1.000" in md
-    assert "| detections | 100.00% |" in md and "| masks | 1.000 |" in md and "cosine" not in md.split("## Accuracy")[1].split("##")[0]
+    assert "| detections | yes | 100.00% |" in md and "| masks | yes | 1.000 |" in md and "cosine" not in md.split("## Accuracy")[1].split("##")[0]
+
+
+# ---------------------------------------------------------------- Markdown as the Prefect UI shows it
+
+
+def _md_cells(md: str, header_start: str) -> list[list[str]]:
+    """The rows of the Markdown table whose header row starts with header_start, split at unescaped pipes."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return [rows[0]] + rows[2:]
+
+
+def test_markdown_tensor_information_and_shapes_are_code_spans():
+    report = make_report()
+    report.tensor_info = ["input_0:float32(1*3*16*16,2*3*16*16)"]
+    md = to_markdown(report)
+    assert "- `input_0:float32(1*3*16*16,2*3*16*16)`" in md  # not `*` as emphasis
+    assert "- min: `input_ids: 1*16; attention_mask: 1*16`" in md
+    assert "\n- model: `bert-base-uncased`\n" in md
+    assert '\n- tags: `["nlp", "demo"]`\n' in md
+
+
+def test_markdown_escapes_metacharacters_in_names_and_reasons():
+    report = make_report(task_name="a|b_c <tag> *x* `q` _u_")
+    report.candidates[2].error = "needs <libnvinfer> | see _docs_ [here](x) & 1*2"
+    md = to_markdown(report)
+    assert md.startswith("# accelflow report: a\\|b_c \\<tag\\> \\*x\\* \\`q\\` \\_u\\_\n")
+    assert "error: needs \\<libnvinfer\\> \\| see \\_docs\\_ \\[here\\](x) \\& 1\\*2" in md
+    prose = _outside_code_spans(md)
+    assert "<tag>" not in prose and "<libnvinfer>" not in prose
+    assert "pooler_output" in md  # an underscore inside a word cannot start emphasis: left readable
+    assert "\n- task name: ``a|b_c <tag> *x* `q` _u_``\n" in md  # a code span, its fence longer than inside
+
+
+def test_md_code_handles_backticks_and_edges():
+    from accelflow.reports.render import md_code
+
+    assert md_code("a*b") == "`a*b`"
+    assert md_code("a`b") == "``a`b``"
+    assert md_code("`x``") == "``` `x`` ```"
+    assert md_code("") == ""
+
+
+def test_md_escape_keeps_block_starts_as_text():
+    report = make_report()
+    report.notes = ["# not a heading", "- not a sublist", "1. not a numbered list", "> not a quote"]
+    md = to_markdown(report)
+    for note in ("\\# not a heading", "\\- not a sublist", "1\\. not a numbered list", "\\> not a quote"):
+        assert f"\n- {note}" in md
+
+
+def test_latency_table_is_split_with_the_speedup_in_a_narrow_table(report):
+    md = to_markdown(report)
+    summary = _md_cells(md, "| shape point | baseline p50 ms |")
+    assert summary[0] == ["shape point", "baseline p50 ms", "optimized p50 ms", "speed-up (95% CI)"]
+    for row, bench in zip(summary[1:], report.candidates[0].benchmarks):
+        assert row[0] == bench.shape_point
+        assert row[3] == f"{bench.speedup.ratio:.2f}x (95% CI {bench.speedup.ci_low:.2f}-{bench.speedup.ci_high:.2f})"
+    details = _md_cells(md, "| shape point | run |")
+    assert details[0] == ["shape point", "run", "mean", "p50", "p90", "p99", "samples/s"]
+    assert [(r[0], r[1]) for r in details[1:]] == [(p, side) for p in SHAPES for side in ("baseline", "optimized")]
+    widest = max(len(line) for line in md.splitlines() if line.startswith("|"))
+    assert widest < 130, widest  # no table row as wide as the old 13-column one
+
+
+def test_markdown_embeds_the_latency_plot_as_a_small_png(report):
+    md = to_markdown(report)
+    assert "![latency per shape point][latency-plot]" in md
+    encoded = re.findall(r"^\[latency-plot\]: data:image/png;base64,([A-Za-z0-9+/=]+)$", md, re.MULTILINE)
+    assert len(encoded) == 1
+    png = base64.b64decode(encoded[0], validate=True)
+    assert png.startswith(PNG_MAGIC) and len(png) < 40_000
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width > 100 and height > 100
+    assert md.index("## Latency per shape point") < md.index("![latency per shape point]")
+    assert md.rstrip("\n").splitlines()[-1].startswith("[latency-plot]: ")  # the blob last: the file stays readable
+
+
+def test_markdown_without_timings_has_no_plot():
+    report = make_report(selected=False)
+    report.baseline, report.optimized = {}, {}
+    report.candidates = [c for c in report.candidates if not c.benchmarks]
+    md = to_markdown(report)
+    assert "data:image" not in md and "latency-plot" not in md and "No latency was measured." in md
+
+
+def make_pipeline_report():
+    """A diffusers-like report: two networks, one image shape point timed end to end."""
+    from accelflow.reports.results import ComponentReport, PipelinePoint, PipelineReport
+
+    report = make_report(task_name="sd-fp16")
+    bench = report.candidates[0].benchmarks[0]
+    unet = ComponentReport("unet", ["sample:float16(2*4*4*4)", "timestep:int64(1)"], "openvino", "2025.1.0", "f16",
+                           2.1, _accuracy(), [report.candidates[0], report.candidates[2]], 12.0)
+    vae = ComponentReport("vae_decoder", ["latent_sample:float16(1*4*4*4)"], "onnxruntime", "1.20.1", "f16",
+                          1.4, _accuracy(), [report.candidates[1]], 3.0)
+    point = PipelinePoint("fixed", {"image": [1, 3, 32, 32]}, 41.5, 30.0, 0.02, True, bench,
+                          {"unet": 0.8, "vae_decoder": 0.2, "other": 0.1}, {"unet": 0.4, "vae_decoder": 0.15})
+    report.components = [unet, vae]
+    report.pipeline = PipelineReport("StableDiffusionPipeline", "a *red* <cat> | `x`", 20, 7.5, 0, [point])
+    return report
+
+
+@pytest.mark.parametrize("build", [make_report, make_pipeline_report], ids=["model", "pipeline"])
+def test_every_table_is_narrow_with_its_speedup_before_long_text(build):
+    """The Prefect UI does not wrap table cells and cuts a table at about 700 px: few, short cells per row,
+    and a speed-up column (where there is one) before any long text."""
+    md = to_markdown(build())
+    tables = [_md_cells(md, line) for i, line in enumerate(md.splitlines())
+              if line.startswith("|") and not md.splitlines()[i - 1].startswith("|")]
+    assert len(tables) >= 7
+    for table in tables:
+        for row in table:
+            assert len(row) <= 7 and sum(len(c) for c in row) <= 75, row
+        speedups = [i for i, h in enumerate(table[0]) if h.startswith("speed-up")]
+        assert all(i <= 5 for i in speedups), table[0]
+
+
+def test_failed_candidates_are_listed_with_their_reasons_under_the_table(report):
+    md = to_markdown(report)
+    rows = {r[0]: r for r in _md_cells(md, "| engine | version |")[1:]}
+    assert rows["openvino"][3:] == ["✓", f"{report.candidates[0].speedup:.2f}x", "12.5", "passed"]
+    assert rows["onnxruntime"][-1] == "failed" and rows["tensorrt"][-1] == "error"
+    why = md.split("Why candidates were not used:")[1]
+    assert "- onnxruntime 1.20.1 f16: failed: pooler_output: cosine 0.97 below 0.9999" in why
+    assert "- tensorrt 10.12 f16: error: TensorRT is not installed on this machine" in why
+
+
+def test_pipeline_report_keeps_its_values_verbatim():
+    md = to_markdown(make_pipeline_report())
+    assert "- unet: `sample:float16(2*4*4*4); timestep:int64(1)` (exported in 12.0 s)" in md
+    assert "prompt 'a \\*red\\* \\<cat\\> \\| \\`x\\`'" in md
+    assert "Shape point fixed (`image: 1*3*32*32`):" in md
+    assert "| fixed | yes | 41.5 dB | 30 dB | 2.00e-02 | `image: 1*3*32*32` |" in md
+    assert "- vae_decoder: onnxruntime 1.20.1 f16: failed: pooler_output" in md
+    assert "![latency per shape point][latency-plot]" in md
