@@ -50,13 +50,8 @@ class Progress:
             quietly(lambda: update_progress_artifact(self.artifact, float(percent)))
 
     def say(self, message: str, fields: dict | None = None) -> None:
-        say(message, fields)
-
-
-def say(message: str, fields: dict | None = None) -> None:
-    """A progress line on the console and in the run's log."""
-    console.info(message, extra=fields)
-    _run_logger().info(message)
+        console.info(message, extra=fields)
+        _run_logger().info(message)
 
 
 def _run_name() -> str | None:

@@ -40,10 +40,15 @@ def on_device(process: ModelProcess, name: str, timing: bool):
 
 
 def _say_waiting(name: str, timing: bool) -> None:
-    from accelflow.flows.progress import say
+    """On the console (flows/progress.py's logger) and in the step's run log, as progress lines are."""
+    import logging
+
+    from prefect import get_run_logger
 
     why = "other tasks' steps on this machine to finish" if timing else "another task's benchmark to finish"
-    say(f"    {name}: waiting for {why}, so that timings are not disturbed")
+    message = f"    {name}: waiting for {why}, so that timings are not disturbed"
+    logging.getLogger("accelflow.progress").info(message)
+    get_run_logger().info(message)
 
 
 fetch_model = as_step(fetch.fetch_model, "fetch model")
