@@ -592,12 +592,12 @@ def summary_table(report: TaskReport) -> list[dict]:
     return [
         {
             "shape point": r.point,
-            "shapes": fmt_shapes(r.shapes),
             "baseline p50 ms": _round(r.baseline.p50 if r.baseline else None, 4),
             "optimized p50 ms": _round(r.optimized.p50 if r.optimized else None, 4),
             "speed-up": _round(r.speedup.ratio if r.speedup else None, 4),
             "ci low": _round(r.speedup.ci_low if r.speedup else None, 4),
             "ci high": _round(r.speedup.ci_high if r.speedup else None, 4),
+            "shapes": fmt_shapes(r.shapes),  # last: long for many inputs, and the UI does not wrap cells
         }
         for r in shape_rows(report)
     ]
