@@ -99,10 +99,10 @@ def run_optimize(args) -> int:
     from accelflow.flows.fanout import DEFAULT_BATCH_NAME, child_requests
     from accelflow.flows.request import OptimizeRequest
 
-    base = OptimizeRequest(model=args.models[0], submitted_at=args.started, **request_fields(args))
+    base = OptimizeRequest(model=args.models[0], **request_fields(args))
     requests = child_requests(base, args.models)
     if args.submit:
-        return submit_requests(requests, base.name or DEFAULT_BATCH_NAME, args.json)
+        return submit_requests(requests, base.name or DEFAULT_BATCH_NAME, args.json, args.resource_group)
     return run_inline(requests, base.name or DEFAULT_BATCH_NAME, args.json)
 
 

@@ -248,7 +248,9 @@ def test_failed_task_is_re_accelerated_with_corrected_tensor_information(service
     rows = service.wait_for(["wrong-rank-retry1"])
     assert rows["wrong-rank-retry1"]["state"] == "accelerated"
     retry = json.loads(service.cli("tasks", "show", "wrong-rank-retry1", "--json").stdout)
-    assert retry["settings"]["retry_of"] == details["id"]
+    assert retry["retry_of"] == details["id"] and f"retry-of:{details['id']}" in retry["tags"]
+    shown = service.cli("tasks", "show", "wrong-rank-retry1").stdout
+    assert f"re-accelerates: {details['id']}" in shown
     assert retry["settings"]["tensor_info"] == ["input_0:float32(1*3*16*16,2*3*16*16)"]
 
 
