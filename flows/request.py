@@ -11,7 +11,7 @@ from accelflow.core.errors import SpecError
 from accelflow.core.levels import LEVELS, level_named
 from accelflow.storage.store import is_remote
 from accelflow.tasks.context import AccuracyCheck
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from accelflow import engines
 
@@ -20,11 +20,26 @@ RESULTS_VARIABLE = "accelflow-results"
 
 
 # The run form of a deployment in the Prefect UI is made from this model's JSON schema: every
-# field has a description and a default, a choice is an enum (a select), and nothing internal
-# (when or by whom a task was made, its work queue) is here: those belong to the flow run.
+# field has a description and a default (an optional one: empty), a choice is an enum (a select), nothing internal
+# is here (when a task was made, what it retries, its work queue): those belong to the flow run.
 # Descriptions avoid angle brackets: the UI renders them as HTML and drops `<model>`.
 LEVEL_CHOICES = tuple(LEVELS)
 ENGINE_CHOICES = ("auto", *(engine.NAME for engine in engines.ENGINES))
+
+
+# The form's labels, where pydantic's (the field's name, title-cased) would read badly.
+TITLES = {
+    "repo": "Model Repository",
+    "qat": "QAT",
+    "rtol": "Relative Tolerance",
+    "atol": "Absolute Tolerance",
+    "min_mask_iou": "Min Mask IoU",
+    "int_ranges": "Integer Input Ranges",
+    "draws": "Accuracy Draws",
+    "bench_seconds": "Benchmark Seconds",
+    "time_limit": "Time Limit (seconds)",
+    "memory_limit_gb": "Memory Limit (GiB)",
+}
 
 
 def device_choices() -> list[str]:
@@ -57,8 +72,16 @@ def _drop_null(schema: dict, extra: dict) -> None:
     schema.update(extra)
 
 
+def _set_titles(properties: dict) -> None:
+    for name, title in TITLES.items():
+        properties[name]["title"] = title
+
+
 class OptimizeRequest(BaseModel):
-    """Everything one optimization task is created with; shown in the UI and `tasks show`."""
+    """One optimization task: give the model and its tensor information; the rest has defaults.
+    (Shown in the UI's run form and by `accelflow tasks show`.)"""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: _set_titles(schema["properties"]))
 
     model: str = Field(description="model path, or NAME@VERSION in the model repository")
     tensor_info: list[str] = Field(description="one line per input tensor: element:dtype(shape), "
@@ -73,7 +96,8 @@ class OptimizeRequest(BaseModel):
     name: str | None = Field(None, **_optional(
         "task name, also the run's name and result folder's; empty: the model's name and the level, "
         "for example bert-v1-fp16"))
-    tags: list[str] = Field(default_factory=list, description="tags to find the task by")
+    tags: list[str] = Field(default_factory=list, description="tags to find the task by",
+                            json_schema_extra={"default": []})
     engine: Literal[ENGINE_CHOICES] = Field("auto", description="engine to build with; auto: every "
                                             "engine available, the fastest accurate one wins")
     engine_version: str | None = Field(None, **_optional("pin the engine's version (checked before any work); "
@@ -108,7 +132,7 @@ class OptimizeRequest(BaseModel):
         "detectors: lowest mask IoU of a matched pair (0 to 1); empty: the level's"))
     int_ranges: dict[str, list[int]] = Field(default_factory=dict, description=(
         "range [LOW, HIGH) of random integer inputs per input name (* for all), for example "
-        '{"input_ids": [0, 30522]}'))
+        '{"input_ids": [0, 30522]}'), json_schema_extra={"default": {}})  # the form's JSON editor starts at {}
     draws: int = Field(3, ge=1, le=100, description="random accuracy draws per shape point")
     bench_seconds: float = Field(5.0, gt=0, description="benchmark time per shape point")
     time_limit: float | None = Field(None, gt=0, **_optional("seconds the task may run before it is stopped; "

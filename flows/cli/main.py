@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import time
 
 from accelflow.core.errors import AccelflowError
 
@@ -28,10 +27,8 @@ EXIT_STOPPED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    started = time.time()
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug)
-    args.started = started
     try:
         return args.func(args)
     except AccelflowError as exc:
