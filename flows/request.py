@@ -154,6 +154,9 @@ class OptimizeRequest(BaseModel):
     @field_validator("engine", mode="before")
     @classmethod
     def _canonical_engine(cls, value):
+        """An unknown engine is refused with the choices (EngineError), as the CLI always did."""
+        if isinstance(value, str) and value.lower() != "auto":
+            return engines.engine_named(value.lower()).NAME
         return value.lower() if isinstance(value, str) else value
 
     def gate(self) -> str:
