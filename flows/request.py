@@ -91,7 +91,8 @@ class OptimizeRequest(BaseModel):
         "location (ACCELFLOW_RESULTS or the Prefect variable accelflow-results)"))
     level: Literal[LEVEL_CHOICES] = Field("fp16", description="optimization level: fp16 (fastest within "
                                           "fp16 accuracy) or lossless (float32 accuracy)")
-    device: str = Field("cpu", description="deployment machine type the engines are built for",
+    device: str = Field("cpu", description="deployment machine type the engines are built for: the one the "
+                        "deployment serves (optimize/a10: a10)",
                         json_schema_extra=lambda s: s.update(enum=device_choices()))
     name: str | None = Field(None, **_optional(
         "task name, also the run's name and result folder's; empty: the model's name and the level, "
