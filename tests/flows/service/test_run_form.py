@@ -77,3 +77,15 @@ def test_a_request_stored_by_an_older_accelflow_still_loads():
     request = OptimizeRequest.model_validate(stored)
     assert (request.level, request.name, request.output) == ("lossless", "old", "/out")
     assert "submitted_at" not in request.model_dump()
+
+
+def test_each_deployments_form_starts_at_its_machine_type():
+    """A run made in optimize/a10's form is for a10 unless the user picks otherwise."""
+    import yaml
+    from accelflow.flows.service.fleet import ROOT
+    from accelflow.flows.service.serve import deployments
+
+    with open(f"{ROOT}/prefect.yaml", encoding="utf-8") as f:
+        fleet = yaml.safe_load(f)["deployments"]
+    assert [d["parameters"] for d in fleet] == [{"request": {"device": d["name"]}} for d in fleet]
+    assert [d.parameters for d in deployments()] == [{"request": {"device": d.name}} for d in deployments()]
