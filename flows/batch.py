@@ -27,11 +27,11 @@ def deployment_name(device: str) -> str:
 
 
 @flow(name="optimize-batch", persist_result=False)
-def optimize_batch(requests: list[OptimizeRequest], submit: bool = False) -> list[dict]:
+def optimize_batch(requests: list[OptimizeRequest], submit: bool = False, work_queue: str | None = None) -> list[dict]:
     from prefect.runtime import flow_run
 
     batch_table.create_table([r.name for r in requests])  # its tasks keep it current as they end
-    children = [_submit_one(r) if submit else _run_inline(r) for r in requests]
+    children = [_submit_one(r, work_queue) if submit else _run_inline(r) for r in requests]
     quietly(lambda: batch_table.refresh_parent(flow_run.get_id()))
     return _outcome(children, submit)
 
@@ -58,20 +58,22 @@ def _run_inline(request: OptimizeRequest) -> dict:
     return row
 
 
-def _submit_one(request: OptimizeRequest) -> dict:
+def _submit_one(request: OptimizeRequest, work_queue: str | None = None) -> dict:
     from prefect.deployments import run_deployment
 
     run = run_deployment(deployment_name(request.device), parameters={"request": request.model_dump(mode="json")},
                          flow_run_name=request.name, tags=request.tags, timeout=0,
-                         work_queue_name=request.resource_group)
+                         work_queue_name=work_queue)
     return {"name": run.name, "id": str(run.id), "state": run.state.name if run.state else "Scheduled"}
 
 
-def submit(requests: list[OptimizeRequest], batch_name: str) -> list[dict]:
-    """Create the tasks on the server and return at once with their names and ids."""
+def submit(requests: list[OptimizeRequest], batch_name: str, work_queue: str | None = None) -> list[dict]:
+    """Create the tasks on the server (in `work_queue` of their pools, if given) and return at
+    once with their names and ids."""
     if len(requests) == 1:
-        return [_submit_one(requests[0])]
-    return optimize_batch.with_options(flow_run_name=batch_name)(requests=requests, submit=True)
+        return [_submit_one(requests[0], work_queue)]
+    return optimize_batch.with_options(flow_run_name=batch_name)(requests=requests, submit=True,
+                                                                  work_queue=work_queue)
 
 
 def check_server(requests: list[OptimizeRequest]) -> None:

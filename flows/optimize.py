@@ -14,7 +14,8 @@ from accelflow.flows import batch_table
 from accelflow.flows.limits import limit_error, task_limits
 from accelflow.flows.outcome import failing_with_reason
 from accelflow.flows.progress import Progress
-from accelflow.flows.request import OptimizeRequest, check_request
+from accelflow.flows.request import OptimizeRequest, check_request, task_name
+from accelflow.flows.run_name import name_run_after_task
 from accelflow.flows.stages import Destination, build_all, completed, overheads, publish_artifacts, publish_result
 from accelflow.flows.stopping import StopWatcher
 from accelflow.formats import diffusers_pipeline
@@ -70,6 +71,7 @@ def _optimize(request: OptimizeRequest):
     from prefect.runtime import flow_run
     from prefect.states import Cancelled
 
+    name_run_after_task(task_name(request))  # a run made in the UI's form has a random name
     request, output = preflight(request)
     limits = task_limits(request.time_limit, request.memory_limit_gb, request.device)
     created_output = not is_remote(output) and not os.path.exists(output)
@@ -122,7 +124,7 @@ def _optimize_into(request: OptimizeRequest, dest: Destination, pool: ModelProce
     with progress.step("report"):
         candidates = candidates_of(built, accuracies, timed)
         best = select(candidates)
-        timings = dict(progress.timings, **overheads(request, progress))
+        timings = dict(progress.timings, **overheads(progress))
         report = assemble(request.name, request, fetched, candidates, best, timings)
         if converted.cached:
             report.notes.append("the ONNX conversion came from the cache (same model bytes, tensor "

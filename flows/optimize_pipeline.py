@@ -136,7 +136,7 @@ class _PipelineRun:
         summary = PipelineReport(self.pool.call(pipeline.pipeline_class, self.pool, self.ctx.model_file),
                                  self.settings.prompt, self.settings.steps, self.settings.guidance_scale,
                                  self.settings.seed, points)
-        timings = dict(self.progress.timings, **overheads(self.request, self.progress))
+        timings = dict(self.progress.timings, **overheads(self.progress))
         return pipeline_report.assemble(self.request.name, self.request, fetched, components, summary, timings, notes)
 
 

@@ -31,15 +31,26 @@ def build_all(request: OptimizeRequest, ctx: ModelContext, pool: ModelProcess, p
     return built
 
 
-def overheads(request: OptimizeRequest, progress: Progress) -> dict[str, float]:
-    """Time waiting for a free runner slot, and orchestration: the rest of the wall time not
-    spent inside a step (process start, imports, Prefect's server and bookkeeping)."""
-    started = max(request.submitted_at, process_started_at() or request.submitted_at)
+def overheads(progress: Progress) -> dict[str, float]:
+    """Time waiting for a free runner slot (from the flow run's creation: when the task was
+    submitted), and orchestration: the rest of the wall time not spent inside a step (process
+    start, imports, Prefect's server and bookkeeping)."""
+    submitted = run_created_at() or process_started_at() or time.time()
+    started = max(submitted, process_started_at() or submitted)
     busy = sum(progress.timings.values())
     return {
-        "queued": round(max(0.0, started - request.submitted_at), 3),
+        "queued": round(max(0.0, started - submitted), 3),
         "orchestration": round(max(0.0, time.time() - started - busy), 3),
     }
+
+
+def run_created_at() -> float | None:
+    """When this flow run was created (the task submitted); None outside a flow run."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    created = context.flow_run.created if context and context.flow_run else None
+    return created.timestamp() if created else None
 
 
 @dataclass(frozen=True)

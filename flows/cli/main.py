@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import time
 
 from accelflow.core.errors import AccelflowError
 
@@ -28,10 +27,8 @@ EXIT_STOPPED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    started = time.time()
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug)
-    args.started = started
     try:
         return args.func(args)
     except AccelflowError as exc:
@@ -99,10 +96,10 @@ def run_optimize(args) -> int:
     from accelflow.flows.fanout import DEFAULT_BATCH_NAME, child_requests
     from accelflow.flows.request import OptimizeRequest
 
-    base = OptimizeRequest(model=args.models[0], submitted_at=args.started, **request_fields(args))
+    base = OptimizeRequest(model=args.models[0], **request_fields(args))
     requests = child_requests(base, args.models)
     if args.submit:
-        return submit_requests(requests, base.name or DEFAULT_BATCH_NAME, args.json)
+        return submit_requests(requests, base.name or DEFAULT_BATCH_NAME, args.json, args.resource_group)
     return run_inline(requests, base.name or DEFAULT_BATCH_NAME, args.json)
 
 

@@ -16,7 +16,6 @@ _OPTIONS = (
     (("--level",), "level", {"help": "fp16 (default) or lossless"}, "fp16"),
     (("--device",), "device", {"help": "deployment machine type (default cpu)"}, "cpu"),
     (("--output",), "output", {"metavar": "PATH|URI", "help": "folder or URI (s3://bucket/prefix) the result is published under (default $ACCELFLOW_RESULTS, or the server's Prefect variable accelflow-results)"}, None),
-    (("--resource-group",), "resource_group", {"help": "resource group (work queue) of the machine type, for --submit"}, None),
     (("--name",), "name", {"help": "task name (default <model>-<level>)"}, None),
     (("--tag",), "tags", {"action": "append", "help": "a tag; repeatable"}, None),
     (("--engine",), "engine", {"help": "auto (default: fastest accurate), onnxruntime, openvino, tensorrt or onnxruntime-cuda"}, "auto"),
@@ -49,6 +48,10 @@ _OPTIONS = (
 def add_request_options(parser: argparse.ArgumentParser, editing: bool = False) -> None:
     for flags, field, kwargs, default in _OPTIONS:
         parser.add_argument(*flags, dest=field, default=None if editing else default, **kwargs)
+    # Where the task waits, not what it is: passed to the server with the request, not in it.
+    parser.add_argument("--resource-group", dest="resource_group",
+                        help="resource group (work queue) of the machine type's pool, for --submit"
+                             + (" (default: the retried task's)" if editing else ""))
 
 
 def request_fields(args, editing: bool = False) -> dict:

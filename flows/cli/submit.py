@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 
-def submit_requests(requests, batch_name: str, as_json: bool) -> int:
+def submit_requests(requests, batch_name: str, as_json: bool, work_queue: str | None = None) -> int:
     """Check the requests (with the model, where it is on this machine), upload local inputs, and
-    create one flow run each on the server."""
+    create one flow run each on the server (in `work_queue` of its pool, if given)."""
     from accelflow.flows.batch import check_server, submit
     from accelflow.flows.inputs import prepare_for_submit
     from accelflow.flows.presubmit import check_before_submit
@@ -16,7 +16,7 @@ def submit_requests(requests, batch_name: str, as_json: bool) -> int:
     check_server(requests)
     requests = [check_before_submit(r) for r in requests]  # all checked before anything is uploaded or submitted
     requests = [prepare_for_submit(r, PREFECT_API_URL.value()) for r in requests]
-    tasks = submit(requests, batch_name)
+    tasks = submit(requests, batch_name, work_queue)
     if as_json:
         print(json.dumps(tasks, indent=2))
     else:

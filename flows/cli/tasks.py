@@ -75,6 +75,8 @@ def _print_details(d: dict) -> None:
     from accelflow.flows.cli import console
 
     lines = [f"{d['name']}  ({d['id']})", f"state: {d['state']} ({d['prefect_state']})", f"tags: {', '.join(d['tags']) or '-'}"]
+    if d.get("retry_of"):
+        lines.append(f"re-accelerates: {d['retry_of']}")
     if d.get("reason"):
         lines.append(f"reason: {d['reason']}")
     lines.append("settings:")
@@ -132,7 +134,8 @@ def cmd_retry(args) -> int:
     from accelflow.flows.cli.options import request_fields
     from accelflow.flows.cli.submit import run_inline, submit_requests
 
-    request, was_deployed = task_actions.retry_request(args.task, request_fields(args, editing=True))
-    if args.submit or was_deployed:
-        return submit_requests([request], request.name, args.json)
+    retry = task_actions.retry_request(args.task, request_fields(args, editing=True))
+    request = retry.request
+    if args.submit or retry.deployed:
+        return submit_requests([request], request.name, args.json, args.resource_group or retry.work_queue)
     return run_inline([request], request.name, args.json)

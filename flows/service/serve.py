@@ -15,7 +15,9 @@ def deployments():
 
     return [
         optimize.to_deployment(name=device, entrypoint_type=EntrypointType.MODULE_PATH,
-                               description=f"optimize a model for {device} machines")
+                               description=f"optimize a model for {device} machines",
+                               # the run form starts at this deployment's machine type
+                               parameters={"request": {"device": device}})
         for device in engines.served_devices()
     ]
 

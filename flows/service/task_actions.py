@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from typing import TYPE_CHECKING, NamedTuple
 
 from accelflow.flows.service.tasklist import (
     ACTIVE,
@@ -16,7 +16,11 @@ from accelflow.flows.service.tasklist import (
     wait_until_final,
 )
 
+if TYPE_CHECKING:
+    from accelflow.flows.request import OptimizeRequest
+
 STOP_TIMEOUT = 30.0
+RETRY_TAG = "retry-of:"
 
 
 def show_task(ref: str) -> dict:
@@ -30,6 +34,7 @@ def show_task(ref: str) -> dict:
         details = {
             "id": str(run.id), "name": run.name, "state": user_state(run), "prefect_state": run.state.name,
             "tags": list(run.tags), "created": run.created.isoformat(timespec="seconds"),
+            "retry_of": retry_of(run.tags),
             "settings": run.parameters.get("request") or run.parameters, "history": history,
             "result": result, "report": _read_report(result),
         }
@@ -130,8 +135,15 @@ def save_task_to_repository(ref: str):
     return save_task(str(run.id), run.name, run.parameters["request"], result)
 
 
-def retry_request(ref: str, edits: dict):
-    """The retried task's request with `edits` applied, named after it and recording its id."""
+class Retry(NamedTuple):
+    request: OptimizeRequest  # the retried task's, edited and renamed; tagged retry-of:ID
+    deployed: bool  # the retried task ran on a deployment: so does its retry
+    work_queue: str | None  # the retried task's work queue (resource group)
+
+
+def retry_request(ref: str, edits: dict) -> Retry:
+    """The retried task's request with `edits` applied, named after it, tagged with its id
+    (RETRY_TAG: the lineage is the run's, shown as a tag in the UI and by `tasks show`)."""
     from accelflow.flows.request import OptimizeRequest
 
     with client() as c:
@@ -142,8 +154,14 @@ def retry_request(ref: str, edits: dict):
             raise TaskError(f"{run.name!r} is a request of several tasks; re-accelerate its tasks one by one.")
         original = OptimizeRequest.model_validate(run.parameters["request"])
         name = edits.pop("name", None) or _retry_name(c, run.name)
-    update = {**edits, "name": name, "retry_of": str(run.id), "submitted_at": time.time()}
-    return original.model_copy(update=update), run.deployment_id is not None
+    tags = [t for t in edits.pop("tags", None) or original.tags if not t.startswith(RETRY_TAG)]
+    request = original.model_copy(update={**edits, "name": name, "tags": [*tags, RETRY_TAG + str(run.id)]})
+    return Retry(request, run.deployment_id is not None, run.work_queue_name if run.deployment_id else None)
+
+
+def retry_of(tags: list[str]) -> str | None:
+    """The id of the task a retry re-accelerates, from its tag."""
+    return next((t.removeprefix(RETRY_TAG) for t in tags if t.startswith(RETRY_TAG)), None)
 
 
 def _retry_name(c, name: str) -> str:

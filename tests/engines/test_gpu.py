@@ -125,9 +125,8 @@ def test_a_task_is_submitted_to_its_machine_types_deployment(monkeypatch):
 
     monkeypatch.setattr(prefect.deployments, "run_deployment", fake_run_deployment)
     for device in ("cpu", "a10g", "h100"):
-        request = OptimizeRequest(model="m.onnx", tensor_info=["x:float(1*4)"], output="/tmp/o", device=device,
-                                  resource_group="g1" if device == "h100" else None)
-        batch._submit_one(request)
+        request = OptimizeRequest(model="m.onnx", tensor_info=["x:float(1*4)"], output="/tmp/o", device=device)
+        batch._submit_one(request, "g1" if device == "h100" else None)
     assert calls == [("optimize/cpu", None), ("optimize/a10g", None), ("optimize/h100", "g1")]
     assert batch.deployment_name("t4") == "optimize/t4"
 

@@ -248,8 +248,30 @@ def test_failed_task_is_re_accelerated_with_corrected_tensor_information(service
     rows = service.wait_for(["wrong-rank-retry1"])
     assert rows["wrong-rank-retry1"]["state"] == "accelerated"
     retry = json.loads(service.cli("tasks", "show", "wrong-rank-retry1", "--json").stdout)
-    assert retry["settings"]["retry_of"] == details["id"]
+    assert retry["retry_of"] == details["id"] and f"retry-of:{details['id']}" in retry["tags"]
+    shown = service.cli("tasks", "show", "wrong-rank-retry1").stdout
+    assert f"re-accelerates: {details['id']}" in shown
     assert retry["settings"]["tensor_info"] == ["input_0:float32(1*3*16*16,2*3*16*16)"]
+
+
+def test_a_run_made_in_the_ui_run_form_is_named_like_the_cli_names_it(service, repo, tmp_path):
+    """The UI's run form prefills a random run name and posts the form's values (flows/run_name.py):
+    the run is renamed to the task's name, MODEL-LEVEL here, as the CLI names it."""
+    import httpx
+
+    deployment = httpx.get(f"{service.api_url}/deployments/name/optimize/cpu").json()
+    form = {"model": "cnn@v2", "repo": repo, "tensor_info": [INFO[1]], "output": str(tmp_path), "level": "lossless",
+            "device": "cpu", "engine": "auto", "qat": False, "trust_model_code": False, "steps": 20, "guidance": 7.5,
+            "draws": 1, "bench_seconds": 0.3, "tags": [], "int_ranges": {}}
+    created = httpx.post(f"{service.api_url}/deployments/{deployment['id']}/create_flow_run",
+                         json={"name": "psi2-hara-n", "parameters": {"request": form},
+                               "enforce_parameter_schema": True})
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    row = service.wait_for(["cnn-v2-lossless"])["cnn-v2-lossless"]
+    assert row["state"] == "accelerated" and row["id"] == run_id
+    assert httpx.get(f"{service.api_url}/flow_runs/{run_id}").json()["name"] == "cnn-v2-lossless"
+    assert os.listdir(tmp_path) == ["cnn-v2-lossless"]  # the result folder is named so too
 
 
 def _accelerated(service, repo, out, name, model="cnn@v2", repo_args=None):
