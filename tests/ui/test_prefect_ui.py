@@ -70,6 +70,22 @@ def tab(page, name: str) -> None:
     page.locator("li.p-tab", has_text=name).first.click()
 
 
+def form_field(page, label: str):
+    """A property of the deployment's run form by its label ("Output" finds "Output (Optional)");
+    the form's labels are not tied to their inputs, so get_by_label cannot find them."""
+    return page.locator(
+        "xpath=//div[contains(@class,'schema-form-property') and contains(@class,'p-label')]"
+        "[./div[@class='p-label__header']//span[@class='schema-form-property__label' and "
+        f"(normalize-space()='{label}' or normalize-space()='{label} (Optional)')]]")
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick an option of a select field (headless, a click does not open it; the arrow key does)."""
+    form_field(page, label).locator("button.p-select-button__control").focus()
+    page.keyboard.press("ArrowDown")
+    page.get_by_role("option", name=option, exact=True).click()
+
+
 class Api:
     """Prefect's REST API of the test server: what the UI itself reads."""
 
@@ -211,3 +227,29 @@ def test_failed_run_shows_its_reason(page, service, api, model_folder, tmp_path)
     logged.scroll_into_view_if_needed()
     assert "Traceback" not in page.locator("body").inner_text()
     shot(page, "failed-logs")
+
+
+def test_a_task_from_the_run_form_is_named_and_shown_like_the_cli_ones(page, service, api, model_folder, tmp_path):
+    """Deployments -> optimize/cpu -> Run -> Custom run, filled in and submitted as a person does."""
+    page.goto(f"http://127.0.0.1:{service.port}/deployments/deployment/{api.deployment_id()}/run")
+    form_field(page, "Model").locator("textarea").fill(os.path.join(model_folder, "cnn.pt"))
+    tensor_info = form_field(page, "Tensor Info")
+    tensor_info.get_by_role("button", name="Add item").click()
+    tensor_info.locator("textarea").last.fill(TENSOR_LINE)
+    form_field(page, "Output").locator("textarea").fill(str(tmp_path / "results"))
+    choose(page, "Level", "lossless")
+    form_field(page, "Level").scroll_into_view_if_needed()
+    shot(page, "run-form")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    run = api.wait_final("cnn-lossless")  # renamed from the form's random run name to <model>-<level>
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["parameters"]["request"]["level"] == "lossless"
+    assert os.path.isdir(tmp_path / "results" / "cnn-lossless")
+    assert "cnn-lossless" in service.tasks()
+    page.goto(f"http://127.0.0.1:{service.port}/runs")
+    row = page.locator(".flow-run-list-item", has_text="cnn-lossless").first
+    badge = row.locator(".state-badge")
+    badge.wait_for()
+    assert SPEEDUP_BADGE.fullmatch(badge.inner_text().strip()), badge.inner_text()
+    row.scroll_into_view_if_needed()
+    shot(page, "runs-list-with-form-task")
