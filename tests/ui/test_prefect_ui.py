@@ -205,8 +205,9 @@ def test_batch_parent_shows_how_its_tasks_ended(page, service, api, cli_tasks):
 
 def test_failed_run_shows_its_reason(page, service, api, model_folder, tmp_path):
     """A request sent unchecked (as any API client may) fails on the runner: its header says why."""
-    body = {"name": "ui-wrong-name", "parameters": {"request": {
-        "model": os.path.join(model_folder, "cnn.pt"), "tensor_info": ["wrong_name:float32(1*3*16*16)"],
+    body = {"name": "some-random-name", "parameters": {"request": {  # the run takes its task's name
+        "name": "ui-wrong-name", "model": os.path.join(model_folder, "cnn.pt"),
+        "tensor_info": ["wrong_name:float32(1*3*16*16)"],
         "output": str(tmp_path), "draws": 1, "bench_seconds": 0.3}}}
     api.http.post(f"deployments/{api.deployment_id()}/create_flow_run", json=body).raise_for_status()
     run = api.wait_final("ui-wrong-name")
