@@ -45,7 +45,7 @@ TITLES = {
 def device_choices() -> list[str]:
     """The machine types a task can be sent to: accelflow's known ones, and the CPU classes
     prefect.yaml deploys (any cpu-CLASS is accepted; the form lists those with a deployment)."""
-    from accelflow.flows.service.fleet import machine_types
+    from accelflow.flows.prefect_yaml import machine_types
 
     try:
         deployed = machine_types()

@@ -18,6 +18,7 @@ import sys
 from datetime import timedelta
 
 from accelflow.core.errors import AccelflowError
+from accelflow.flows.prefect_yaml import ROOT, machine_types
 
 HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 HEARTBEAT_SECONDS = 30  # Prefect's minimum
@@ -26,8 +27,6 @@ ZOMBIE_AUTOMATION = "accelflow: crash runs without heartbeats"
 POOL_PREFIX = "accelflow-"
 GIT_URL_ENV = "ACCELFLOW_GIT_URL"
 GIT_BRANCH_ENV = "ACCELFLOW_GIT_BRANCH"
-# The checkout: prefect.yaml lives at its top, two folders above this one.
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class FleetError(AccelflowError):
@@ -80,14 +79,6 @@ def ensure_zombie_automation(client) -> bool:
             "its machine died); re-accelerate it with `accelflow tasks retry`"))],
     ))
     return True
-
-
-def machine_types() -> list[str]:
-    """The machine types prefect.yaml deploys, in its order."""
-    import yaml  # comes with Prefect
-
-    with open(os.path.join(ROOT, "prefect.yaml"), encoding="utf-8") as f:
-        return [d["name"] for d in yaml.safe_load(f)["deployments"]]
 
 
 def run_deploy(args) -> int:

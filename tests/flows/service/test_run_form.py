@@ -82,7 +82,7 @@ def test_a_request_stored_by_an_older_accelflow_still_loads():
 def test_each_deployments_form_starts_at_its_machine_type():
     """A run made in optimize/a10's form is for a10 unless the user picks otherwise."""
     import yaml
-    from accelflow.flows.service.fleet import ROOT
+    from accelflow.flows.prefect_yaml import ROOT
     from accelflow.flows.service.serve import deployments
 
     with open(f"{ROOT}/prefect.yaml", encoding="utf-8") as f:
