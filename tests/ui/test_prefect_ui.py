@@ -106,6 +106,19 @@ class Api:
             assert time.monotonic() < deadline, f"{name} did not end within {timeout:.0f} s: {runs}"
             time.sleep(1)
 
+    def wait_final_id(self, run_id: str, timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.http.get(f"flow_runs/{run_id}").raise_for_status().json()
+            if run["state"] and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return run
+            assert time.monotonic() < deadline, f"run {run_id} did not end within {timeout:.0f} s: {run}"
+            time.sleep(1)
+
+    def deployment_runs(self) -> list[dict]:
+        body = {"deployments": {"id": {"any_": [self.deployment_id()]}}}
+        return self.http.post("flow_runs/filter", json=body).raise_for_status().json()
+
     def artifacts(self, run_id: str) -> list[dict]:
         return self.http.post("artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
 
@@ -241,9 +254,14 @@ def test_a_task_from_the_run_form_is_named_and_shown_like_the_cli_ones(page, ser
     choose(page, "Level", "lossless")
     form_field(page, "Level").scroll_into_view_if_needed()
     shot(page, "run-form")
+    before = {r["id"] for r in api.deployment_runs()}
     page.get_by_role("button", name="Submit", exact=True).click()
-    run = api.wait_final("cnn-lossless")  # renamed from the form's random run name to <model>-<level>
+    page.wait_for_url(re.compile(r".*/deployments/deployment/[^/?]+(\?.*)?$"))  # the UI created the run
+    created = [r for r in api.deployment_runs() if r["id"] not in before]
+    assert len(created) == 1, created
+    run = api.wait_final_id(created[0]["id"], timeout=600)
     assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["name"] == "cnn-lossless", run["name"]  # renamed from the form's random name: <model>-<level>
     assert run["parameters"]["request"]["level"] == "lossless"
     assert os.path.isdir(tmp_path / "results" / "cnn-lossless")
     assert "cnn-lossless" in service.tasks()
