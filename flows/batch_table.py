@@ -13,7 +13,7 @@ import json
 import uuid
 
 from accelflow.flows.progress import quietly
-from accelflow.flows.runs import artifact_key, client, is_result_key
+from accelflow.flows.runs import artifact_key, client, first_row, is_result_key
 
 COLUMNS = ("name", "state", "speedup", "engine", "precision", "reason")
 DESCRIPTION = "tasks of this request"
@@ -91,8 +91,7 @@ def _results(c, run_ids: list) -> dict[str, dict]:
     results = {}
     for a in artifacts:
         if is_result_key(a.key) and a.data:
-            rows = json.loads(a.data) if isinstance(a.data, str) else a.data
-            results[str(a.flow_run_id)] = rows[0] if rows else {}
+            results[str(a.flow_run_id)] = first_row(a.data)
     return results
 
 

@@ -17,6 +17,14 @@ def artifact_key(kind: str, run_name: str, run_id) -> str:
     return f"{slug}-{kind}-{str(run_id)[:8]}"
 
 
+def first_row(data) -> dict:
+    """The one row of a result table artifact, whose data is JSON text (or already parsed)."""
+    import json
+
+    rows = json.loads(data) if isinstance(data, str) else data
+    return rows[0] if rows else {}
+
+
 def is_result_key(key: str | None) -> bool:
     return bool(key) and (key == RESULT_ARTIFACT or re.fullmatch(r".+-result-[0-9a-f]{8}", key) is not None)
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from accelflow.core.errors import AccelflowError
-from accelflow.flows.runs import BATCH_FLOW, RESULT_ARTIFACT, TASK_FLOW, client, is_result_key  # noqa: F401  (re-exported)
+from accelflow.flows.runs import BATCH_FLOW, RESULT_ARTIFACT, TASK_FLOW, client, first_row, is_result_key  # noqa: F401  (re-exported)
 
 USER_STATES = {
     "SCHEDULED": "starting", "PENDING": "starting", "PAUSED": "starting",
@@ -157,15 +157,8 @@ def _facts(artifacts: list[dict]) -> dict:
         if a["type"] == "progress":
             entry["progress"] = float(a.get("data") or 0.0)
         elif is_result_key(a.get("key")) and a.get("data"):
-            entry["result"] = _first_row(a["data"])
+            entry["result"] = first_row(a["data"])
     return facts
-
-
-def _first_row(data) -> dict:
-    import json
-
-    rows = json.loads(data) if isinstance(data, str) else data
-    return rows[0] if rows else {}
 
 
 def task_result(c, run) -> dict:
