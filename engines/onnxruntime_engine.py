@@ -3,6 +3,12 @@
 The saved graph may hold layouts specific to the CPU that built it (NCHWc blocking for
 AVX-512, for example), which suits a result built for one machine type; the manifest
 records the machine.
+
+The session settings the result is benchmarked with are recorded in its engine_config
+(options.session_config) and are the ones `load` applies, so `accelflow.load` serves what
+was measured. Intra-op threads do not spin when idle (SESSION_CONFIG): ONNX Runtime's
+default spinning keeps the cores busy after each call and slows whatever runs next in the
+process or on the machine (measured in bench/cohost.py).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ NAME = "onnxruntime"
 PACKAGE = "onnxruntime"
 DEVICES = ("cpu",)
 MODEL_FILE = "model.onnx"
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 
 
 def version() -> str | None:
@@ -45,9 +52,14 @@ def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) 
             "session.optimized_model_external_initializers_file_name", MODEL_FILE + ".data"
         )
     ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-    return {"file": MODEL_FILE, "options": {"graph_optimization_level": "ORT_ENABLE_ALL (offline)"}}
+    return {"file": MODEL_FILE, "options": {"graph_optimization_level": "ORT_ENABLE_ALL (offline)",
+                                            "intra_op_num_threads": threads, "session_config": dict(SESSION_CONFIG)}}
 
 
 def load(folder: str, manifest: dict, threads: int) -> OrtRunner:
-    path = os.path.join(folder, manifest["engine_config"]["file"])
-    return OrtRunner(path, ModelIO.from_dict(manifest["io"]), threads, optimize=False)
+    """The saved graph in a session with the recorded session config (none recorded, as in
+    results built before it was: ONNX Runtime's defaults, which is what they were timed with)."""
+    config = manifest["engine_config"]
+    path = os.path.join(folder, config["file"])
+    session_config = config.get("options", {}).get("session_config")
+    return OrtRunner(path, ModelIO.from_dict(manifest["io"]), threads, optimize=False, config=session_config)

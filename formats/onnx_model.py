@@ -125,11 +125,14 @@ class OrtRunner:
 
     `optimize=True` is ONNX Runtime's default (ORT_ENABLE_ALL at load); a graph that was
     already optimized offline loads with optimizations off, which only saves start-up time.
+    `config` holds session config entries (such as "session.intra_op.allow_spinning": "0");
+    none keeps ONNX Runtime's defaults.
     """
 
-    def __init__(self, path: str, io: ModelIO, threads: int, optimize: bool = True, providers: list | None = None):
+    def __init__(self, path: str, io: ModelIO, threads: int, optimize: bool = True, providers: list | None = None,
+                 config: dict[str, str] | None = None):
         ort = _ort()
-        options = session_options(threads)
+        options = session_options(threads, config)
         if not optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.session = ort.InferenceSession(path, options, providers=providers or ["CPUExecutionProvider"])
@@ -148,12 +151,15 @@ class OrtRunner:
         return [np.asarray(r) for r in raw]
 
 
-def session_options(threads: int):
-    """Session options with the thread count every runner shares, and quiet logs."""
+def session_options(threads: int, config: dict[str, str] | None = None):
+    """Session options with the thread count every runner shares, quiet logs, and `config`'s
+    session config entries (key -> string value, as ONNX Runtime takes them)."""
     options = _ort().SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, str(value))
     return options
 
 

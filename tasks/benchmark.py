@@ -48,6 +48,33 @@ def time_runners(runners: dict[str, Runner], arrays: list[np.ndarray], plan: Tim
     return rounds
 
 
+def time_separately(runners: dict[str, Runner], arrays: list[np.ndarray], plan: TimingPlan) -> dict[str, list[list[float]]]:
+    """Latency samples in ms per runner, each runner timed in one block of its own, one after the
+    other: {label: [[ms, ...]]}. Each gets an equal share of `seconds` (at least `min_samples`,
+    at most `max_samples` calls) after its own warm-up.
+
+    Alternating runners call by call measures each next to the others: a runtime whose idle
+    threads spin after a call (ONNX Runtime's, OpenMP's) slows whoever runs next, so the
+    verdict would depend on the neighbours' threading rather than the runner's own speed.
+    """
+    feeds = {label: runner.prepare(arrays) for label, runner in runners.items()}
+    share = plan.seconds / max(1, len(runners))
+    timed = {}
+    for label, runner in runners.items():
+        _warm_up(runner, feeds[label], plan)
+        timed[label] = [_timed_for(runner, feeds[label], share, plan)]
+    return timed
+
+
+def _timed_for(runner: Runner, feed, seconds: float, plan: TimingPlan) -> list[float]:
+    samples, start = [], time.perf_counter()
+    while len(samples) < plan.max_samples and (len(samples) < plan.min_samples or time.perf_counter() - start < seconds):
+        t0 = time.perf_counter()
+        runner.run(feed)
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    return samples
+
+
 def _warm_up(runner: Runner, feed, plan: TimingPlan) -> None:
     start, calls = time.perf_counter(), 0
     while calls < 3 or (time.perf_counter() - start < plan.warmup_seconds and calls < plan.max_warmup_calls):
