@@ -8,7 +8,13 @@ of differing elements. An output passes when
     max_abs_diff <= atol + rtol * scale   and   cosine >= min_cosine   (floating point)
     mismatch_share <= max_mismatch                                    (integer / bool)
 
-with scale = max |reference| of that output. The defaults per level are in core/levels.py.
+with scale = max |reference| of that output. A level may also bound the relative L2 error
+(||optimized - reference|| / ||reference||, `max_rel_l2`) and, for a classifier's scores (a
+floating output of shape (batch, classes), 10 classes or more), require the top class to stay
+the same (`min_top1`: share of rows whose top-1 agrees; `min_top5`: share whose reference top-1
+is among the optimized top 5). Rows whose two best reference scores are nearly tied (within
+2% of the row's range) are not counted: there any rounding may swap them. The defaults per
+level are in core/levels.py.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ class OutputAccuracy:
     tolerance: dict[str, float]  # e.g. {"rtol": 1e-4, "atol": 1e-5, "min_cosine": 0.99999}
     passed: bool
     mismatch_share: float = 0.0  # integer/bool outputs: share of differing elements
+    rel_l2: float = 0.0  # ||optimized - reference|| / ||reference|| over all draws
+    top1_agreement: float | None = None  # classifier scores: share of rows with the same top class
+    top5_agreement: float | None = None  # classifier scores: share with the reference's top-1 in the top 5
 
 
 @dataclass
@@ -244,8 +253,30 @@ def _compare_float(name, refs, gots, tol) -> OutputAccuracy:
     significant = np.abs(ref) >= 1e-3 * scale
     max_rel = float((diff[significant] / np.abs(ref[significant])).max()) if significant.any() else 0.0
     cosine = _cosine(ref, got)
+    rel_l2 = float(np.linalg.norm(ref - got) / np.linalg.norm(ref)) if np.any(ref) else float(np.any(got))
     passed = same_nonfinite and max_abs <= tol["atol"] + tol["rtol"] * scale and cosine >= tol["min_cosine"]
-    return OutputAccuracy(name, max_abs, max_rel, cosine, scale, tol, bool(passed))
+    passed = passed and rel_l2 <= tol.get("max_rel_l2", np.inf)
+    top1, top5 = _top_agreement(refs, gots) if "min_top1" in tol else (None, None)
+    if top1 is not None:
+        passed = passed and top1 >= tol["min_top1"] and top5 >= tol.get("min_top5", 0.0)
+    return OutputAccuracy(name, max_abs, max_rel, cosine, scale, tol, bool(passed), 0.0, rel_l2, top1, top5)
+
+
+def _top_agreement(refs: list, gots: list) -> tuple[float | None, float | None]:
+    """Top-1 / top-5 agreement over the rows of a classifier's scores (None for other outputs)."""
+    if not all(r.ndim == 2 and r.shape[1] >= 10 for r in refs):
+        return None, None
+    ref = np.concatenate([r.astype(np.float64) for r in refs])
+    got = np.concatenate([g.astype(np.float64) for g in gots])
+    ordered = np.sort(ref, axis=1)
+    decided = (ordered[:, -1] - ordered[:, -2]) > 0.02 * (ordered[:, -1] - ordered[:, 0])
+    if not decided.any():
+        return None, None
+    ref, got = ref[decided], got[decided]
+    best = ref.argmax(axis=1)
+    top1 = float(np.mean(got.argmax(axis=1) == best))
+    top5 = float(np.mean([b in row for b, row in zip(best, np.argsort(-got, axis=1)[:, :5])]))
+    return top1, top5
 
 
 def _nonfinite_match(ref: np.ndarray, got: np.ndarray) -> bool:
@@ -274,6 +305,17 @@ def _reason(failed: list[OutputAccuracy]) -> str:
             limit = o.tolerance["atol"] + o.tolerance["rtol"] * o.scale
             parts.append(
                 f"{o.output}: max abs diff {o.max_abs_diff:.3g} (allowed {limit:.3g}), "
-                f"cosine {o.cosine_similarity:.6f} (required >= {o.tolerance['min_cosine']})"
+                f"cosine {o.cosine_similarity:.6f} (required >= {o.tolerance['min_cosine']})" + _int8_figures(o)
             )
     return "; ".join(parts)
+
+
+def _int8_figures(o: OutputAccuracy) -> str:
+    """The relative L2 error and top-k agreement, where the gate judges them."""
+    text = ""
+    if "max_rel_l2" in o.tolerance:
+        text += f", relative L2 error {o.rel_l2:.3g} (allowed {o.tolerance['max_rel_l2']})"
+    if o.top1_agreement is not None:
+        text += (f", top-1 agreement {o.top1_agreement:.1%} (required >= {o.tolerance['min_top1']:.0%}), "
+                 f"top-5 {o.top5_agreement:.1%} (required >= {o.tolerance.get('min_top5', 0):.0%})")
+    return text

@@ -36,9 +36,9 @@ def version() -> str | None:
 
 def precisions(level: Level, device: str) -> list[str]:
     # An FP16-cast graph on ORT's CPU provider is slower than f32 (measured on BERT and CNNs), so f32 only.
-    # ("int8", for QAT models, needs nothing else: ORT_ENABLE_ALL turns Q/DQ pairs into
-    # integer kernels, VNNI where the CPU has it.)
-    return ["f32"]
+    # "int8" (a QAT model, or the int8 level's quantized graph) needs nothing else: ORT_ENABLE_ALL
+    # turns Q/DQ pairs into integer kernels, VNNI where the CPU has it.
+    return ["f32"] + (["int8"] if level.int8 else [])
 
 
 def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) -> dict:

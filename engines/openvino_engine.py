@@ -55,7 +55,8 @@ def reduced_precisions() -> list[str]:
 
 
 def precisions(level: Level, device: str) -> list[str]:
-    return ["f32"] + (reduced_precisions() if level.reduced_precision else [])
+    # int8: the quantized graph's Q/DQ pairs become FakeQuantize, run in INT8 (VNNI/AMX).
+    return ["f32"] + (reduced_precisions() if level.reduced_precision else []) + (["int8"] if level.int8 else [])
 
 
 def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) -> dict:

@@ -59,7 +59,7 @@ def version() -> str | None:
 
 
 def precisions(level: Level, device: str) -> list[str]:
-    return ["fp16"] if level.reduced_precision else ["f32"]
+    return (["fp16"] if level.reduced_precision else ["f32"]) + (["int8"] if level.int8 else [])
 
 
 def build(onnx_path: str, io, spec, precision: str, out_dir: str, threads: int) -> dict:

@@ -11,10 +11,11 @@ import os
 from accelflow.core.accuracy import check_samples
 from accelflow.core.runner import thread_count
 from accelflow.flows import batch_table
+from accelflow.flows.int8 import Int8Builds, int8_notes
 from accelflow.flows.limits import limit_error, task_limits
 from accelflow.flows.outcome import failing_with_reason
 from accelflow.flows.progress import Progress
-from accelflow.flows.request import OptimizeRequest, check_request, task_name
+from accelflow.flows.request import OptimizeRequest, calibration_files, check_request, task_name
 from accelflow.flows.run_name import name_run_after_task
 from accelflow.flows.stages import Destination, build_all, completed, overheads, publish_artifacts, publish_result
 from accelflow.flows.stopping import StopWatcher
@@ -96,9 +97,10 @@ def _optimize_into(request: OptimizeRequest, dest: Destination, pool: ModelProce
     progress, work = Progress(), dest.work_dir
     with progress.step("fetch model"):
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work, request.trust_model_code)
-        request = request.model_copy(update={"samples": fetch.local_file(request.samples, work)})
-        if request.samples:
-            check_samples(request.samples)  # from the zip's headers, before any work
+        request = request.model_copy(update={"samples": fetch.local_file(request.samples, work),
+                                             "calibration": fetch.local_file(request.calibration, work)})
+        for given in filter(None, [request.samples, *(calibration_files(request.calibration) if request.calibration else [])]):
+            check_samples(given)  # from the zip's headers, before any work
     with progress.step("parse tensor information"):
         ctx = ModelContext(fetched.model_file, fetched.format, steps.parse_tensor_info(request.tensor_info), work,
                            thread_count(), pool.device, request.int_range_map(),
@@ -111,10 +113,14 @@ def _optimize_into(request: OptimizeRequest, dest: Destination, pool: ModelProce
         converted = steps.convert_to_onnx(ctx, request.qat, request.format_options(), pool)
         ctx = ctx.converted(converted)
     with progress.step("build engines"):
-        built = build_all(request, ctx, pool, progress)
+        int8 = Int8Builds.for_request(request, ctx, pool, progress)
+        built = build_all(request, ctx, pool, progress, int8)
     ok = [b for b in built if not b.error]
     with progress.step("verify accuracy"):
         accuracies = steps.verify_accuracy(ctx, ok, request.accuracy_check(), pool) if ok else {}
+        if int8:
+            built, accuracies = int8.fall_back(built, accuracies, request.accuracy_check())
+            ok = [b for b in built if not b.error]
     passing = [b for b in ok if accuracies[b.key].passed]
     with progress.step("benchmark"):
         plan = TimingPlan(seconds=request.bench_seconds)
@@ -126,6 +132,9 @@ def _optimize_into(request: OptimizeRequest, dest: Destination, pool: ModelProce
         best = select(candidates)
         timings = dict(progress.timings, **overheads(progress))
         report = assemble(request.name, request, fetched, candidates, best, timings)
+        if int8:
+            report.int8 = int8.summary(best.precision)
+            report.notes.extend(int8_notes(report.int8))
         if converted.cached:
             report.notes.append("the ONNX conversion came from the cache (same model bytes, tensor "
                                 "information and converter versions).")

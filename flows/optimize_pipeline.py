@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from accelflow.core.errors import AccuracyError, ModelMismatchError
 from accelflow.core.levels import level_named
+from accelflow.flows.int8 import Int8Builds
 from accelflow.flows.progress import Progress
 from accelflow.flows.stages import Destination, build_all, overheads, publish_artifacts, publish_result
 from accelflow.reports.results import PipelineReport
@@ -68,7 +69,9 @@ class _PipelineRun:
     def build(self) -> None:
         for s in self.specs:
             self.progress.say(f"  {s.name}:")
-            self.built[s.name] = build_all(self.request, self.contexts[s.name], self.pool, self.progress)
+            ctx = self.contexts[s.name]  # int8: calibrated on drawn inputs (the pipeline's samples are images)
+            int8 = Int8Builds.for_request(self.request, ctx, self.pool, self.progress, own_data=False)
+            self.built[s.name] = build_all(self.request, ctx, self.pool, self.progress, int8)
 
     def verify(self) -> None:
         for s in self.specs:

@@ -8,7 +8,7 @@ from typing import Literal
 from accelflow.core import tensor_info
 from accelflow.core.accuracy import check_samples
 from accelflow.core.errors import SpecError
-from accelflow.core.levels import LEVELS, level_named
+from accelflow.core.levels import LEVELS, level_help, level_named
 from accelflow.storage.store import is_remote
 from accelflow.tasks.context import AccuracyCheck
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -89,8 +89,7 @@ class OptimizeRequest(BaseModel):
     output: str | None = Field(None, **_optional(
         "folder or URI (s3://bucket/prefix) the result is published under; empty: the server's results "
         "location (ACCELFLOW_RESULTS or the Prefect variable accelflow-results)"))
-    level: Literal[LEVEL_CHOICES] = Field("fp16", description="optimization level: fp16 (fastest within "
-                                          "fp16 accuracy) or lossless (float32 accuracy)")
+    level: Literal[LEVEL_CHOICES] = Field("fp16", description=f"optimization level: {level_help()}")
     device: str = Field("cpu", description="deployment machine type the engines are built for: the one the "
                         "deployment serves (optimize/a10: a10)",
                         json_schema_extra=lambda s: s.update(enum=device_choices()))
@@ -108,6 +107,9 @@ class OptimizeRequest(BaseModel):
     model_file: str | None = Field(None, **_optional("the model file inside a version folder holding several"))
     samples: str | None = Field(None, **_optional(".npz of sample inputs for the accuracy gate (keys: element "
                                                   "names); empty: random inputs"))
+    calibration: str | None = Field(None, **_optional(
+        "int8: .npz of calibration inputs, or a folder of them (keys as for samples); empty: the samples, else "
+        "inputs drawn from the tensor information"))
     qat: bool = Field(False, description="the model was trained with quantization-aware training (INT8 engines)")
     trust_model_code: bool = Field(False, description="allow a model whose loading runs its author's code; it runs "
                                    "in a process without credentials (docs/security.md)")
@@ -198,6 +200,7 @@ def check_request(request: OptimizeRequest, local: bool = True) -> OptimizeReque
         if not os.path.isfile(request.samples):
             raise SpecError(f"--samples file not found: {request.samples}")
         check_samples(request.samples)
+    _check_calibration(request.calibration, level)
     _check_int_ranges(request.int_ranges)
     name = task_name(request)
     _check_text("task name", name, 200)
@@ -215,8 +218,9 @@ def _absolute_locations(request: OptimizeRequest) -> dict:
     fields = {"output": _absolute(results_location(request.output)), "repo": ModelRepository(request.repo).uri}
     if parse_model_ref(request.model) is None:
         fields["model"] = _absolute(request.model)
-    if request.samples:
-        fields["samples"] = _absolute(request.samples)
+    for option in ("samples", "calibration"):
+        if getattr(request, option):
+            fields[option] = _absolute(getattr(request, option))
     return fields
 
 
@@ -261,6 +265,32 @@ def default_task_name(model: str, level: str) -> str:
     ref = parse_model_ref(model)
     base = "-".join(ref) if ref else os.path.splitext(os.path.basename(os.path.normpath(model)))[0]
     return f"{base or 'model'}-{level}"
+
+
+def _check_calibration(calibration: str | None, level: str) -> None:
+    """Calibration inputs serve the int8 level; a local file or folder is checked as samples are."""
+    if not calibration:
+        return
+    if not level_named(level).int8:
+        raise SpecError(f"--calibration calibrates INT8 engines, and --level {level} builds none: use --level int8, "
+                        "or drop --calibration.")
+    if is_remote(calibration):
+        return
+    for path in calibration_files(calibration):
+        check_samples(path)
+
+
+def calibration_files(calibration: str) -> list[str]:
+    """The .npz files of a --calibration file or folder."""
+    if os.path.isfile(calibration):
+        return [calibration]
+    if not os.path.isdir(calibration):
+        raise SpecError(f"--calibration {calibration}: no such file or folder.")
+    files = sorted(os.path.join(calibration, f) for f in os.listdir(calibration) if f.endswith(".npz"))
+    if not files:
+        raise SpecError(f"--calibration {calibration}: the folder holds no .npz file; save calibration inputs "
+                        "with np.savez(path, element_name=array, ...).")
+    return files
 
 
 def _check_int_ranges(ranges: dict[str, list[int]]) -> None:

@@ -19,16 +19,19 @@ from accelflow.tasks.package import Staging
 from accelflow import engines
 
 
-def build_all(request: OptimizeRequest, ctx: ModelContext, pool: ModelProcess, progress: Progress) -> list:
-    """Every candidate engine and precision for the request's level and device, built from ctx's ONNX."""
+def build_all(request: OptimizeRequest, ctx: ModelContext, pool: ModelProcess, progress: Progress,
+              int8=None) -> list:
+    """Every candidate engine and precision for the request's level and device, built from ctx's
+    ONNX; at the int8 level, `int8` (flows/int8.Int8Builds) builds the INT8 ones from its quantized graph."""
+    pairs = engines.candidates(request.level, request.device, request.engine, request.engine_version, request.qat)
+    quantized = [(e, p) for e, p in pairs if int8 is not None and p == "int8"]
     built = []
-    for engine, precision in engines.candidates(request.level, request.device, request.engine,
-                                                request.engine_version, request.qat):
+    for engine, precision in [pair for pair in pairs if pair not in quantized]:
         b = steps.build_candidate(ctx, engine.NAME, precision, pool)
         status = f"failed: {b.error}" if b.error else f"built in {b.build_seconds:.1f}s"
         progress.say(f"    {engine.NAME} {precision}: {status}")
         built.append(b)
-    return built
+    return built + (int8.build(quantized) if quantized else [])
 
 
 def overheads(progress: Progress) -> dict[str, float]:

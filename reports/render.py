@@ -217,6 +217,7 @@ def _blocks(report: TaskReport) -> list[tuple]:
         *_shape_blocks(report),
         *_pipeline_blocks(report),
         *_accuracy_blocks(report),
+        *_int8_blocks(report),
         *(_component_candidate_blocks(report) if report.components else _candidate_blocks(report)),
         *_timing_blocks(report),
         ("h2", "Library versions"),
@@ -367,7 +368,32 @@ def _accuracy_blocks(report: TaskReport) -> list[tuple]:
     limits = [[o.output, fmt_sci(o.scale), f"{o.mismatch_share:.2%}", _fmt_tolerance(o)] for o in outputs]
     return [("h2", "Accuracy against the original"), ("p", accuracy_verdict(report.accuracy)),
             ("table", ["output", "passed", "max abs diff", "max rel diff", "cosine similarity"], figures),
-            ("table", ["output", "scale", "mismatch share", "tolerance"], limits)]
+            ("table", ["output", "scale", "mismatch share", "tolerance"], limits), *_int8_accuracy_figures(outputs)]
+
+
+def _int8_blocks(report: TaskReport) -> list[tuple]:
+    """How INT8 was made and judged: calibration, each attempt at the gate, what stayed float."""
+    q = report.int8
+    if not q:
+        return []
+    facts = [f"outcome: {q['outcome']}", f"method: {q['method']}", f"calibration: {q['calibration']}",
+             f"operations quantized: {q['quantized_ops']}",
+             f"kept in float: {', '.join(q['kept_in_float']) or 'none'}", *q.get("warnings", [])]
+    rows = [[str(i), str(len(a["kept_in_float"])), "yes" if a["passed"] else "NO", a["reason"] or "passed"]
+            for i, a in enumerate(q["attempts"], 1)]
+    return [("h2", "INT8"), ("list", facts),
+            ("table", ["attempt", "operations in float", "passed", "gate"], rows)]
+
+
+def _int8_accuracy_figures(outputs: list[OutputAccuracy]) -> list[tuple]:
+    """Relative L2 error and top-k agreement, for the outputs an int8 gate judged by them."""
+    rows = [[o.output, fmt_sci(o.rel_l2), _fmt_share(o.top1_agreement), _fmt_share(o.top5_agreement)]
+            for o in outputs if "max_rel_l2" in o.tolerance]
+    return [("table", ["output", "relative L2 error", "top-1 agreement", "top-5 agreement"], rows)] if rows else []
+
+
+def _fmt_share(x: float | None) -> str:
+    return NA if x is None else f"{x:.1%}"
 
 
 def _fmt_tolerance(o: OutputAccuracy) -> str:

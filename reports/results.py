@@ -132,6 +132,8 @@ class TaskReport:
     created: str = ""
     components: list[ComponentReport] = field(default_factory=list)  # pipelines only
     pipeline: PipelineReport | None = None  # pipelines only
+    # int8 level: outcome, method, calibration, quantized_ops, kept_in_float, attempts, warnings (flows/int8.py)
+    int8: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

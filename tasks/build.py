@@ -32,11 +32,13 @@ class BuiltCandidate:
         return f"{self.engine}-{self.precision}"
 
 
-def build_candidate(ctx: ModelContext, engine_name: str, precision: str, pool: RunnerPool) -> BuiltCandidate:
+def build_candidate(ctx: ModelContext, engine_name: str, precision: str, pool: RunnerPool,
+                    variant: str = "") -> BuiltCandidate:
     """Build one candidate from ctx's ONNX model; a failure is recorded on the result so the
-    others still compete."""
+    others still compete. A `variant` (another INT8 graph of the same engine) builds in a
+    folder of its own: runners are loaded once per folder."""
     engine = engine_named(engine_name)
-    folder = os.path.join(ctx.work_dir, "candidates", f"{engine_name}-{precision}")
+    folder = os.path.join(ctx.work_dir, "candidates", f"{engine_name}-{precision}{variant}")
     os.makedirs(folder, exist_ok=True)
     built = BuiltCandidate(engine_name, engine.version() or "", precision, folder, 0.0)
     start = time.perf_counter()

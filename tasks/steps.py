@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from accelflow.tasks import benchmark, build, convert, fetch, pipeline, timing_lock, verify
+from accelflow.tasks import benchmark, build, convert, fetch, pipeline, quantize, timing_lock, verify
 from accelflow.tasks.isolation import ModelProcess
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -55,6 +55,8 @@ fetch_model = as_step(fetch.fetch_model, "fetch model")
 parse_tensor_info = as_step(convert.parse_tensor_info, "parse tensor information")
 convert_to_onnx = in_model_process(convert.convert_to_onnx, "convert to ONNX")
 build_candidate = in_model_process(build.build_candidate, "build engine")
+quantize_model = in_model_process(quantize.quantize_model, "quantize to INT8")
+rank_sensitive = in_model_process(quantize.rank_sensitive, "rank INT8-sensitive operations")
 verify_accuracy = in_model_process(verify.verify_candidates, "verify accuracy")
 benchmark_candidates = in_model_process(benchmark.benchmark_candidates, "benchmark", timing=True)
 

@@ -231,3 +231,35 @@ def endless_loop_onnx(folder: str) -> str:
     path = os.path.join(folder, "endless.onnx")
     onnx.save(model, path)
     return path
+
+
+class OutlierMLP(nn.Module):
+    """Three linear layers; the second writes five channels 1000x larger than the rest, which
+    the third does not read. One uint8 scale for that tensor rounds the channels the third needs
+    to zero: INT8 fails the gate until the third layer is kept in float."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(32, 64), nn.Linear(64, 64), nn.Linear(64, 16)
+        with torch.no_grad():
+            self.b.weight[:5] *= 1000.0
+            self.c.weight[:, :5] = 0.0
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def outlier_mlp_torchscript(folder: str) -> str:
+    torch.manual_seed(0)
+    return save_traced(OutlierMLP().eval(), (torch.randn(2, 32),), os.path.join(folder, "outlier.pt"))
+
+
+def outlier_mlp_onnx(folder: str) -> str:
+    """The same network in ONNX (input `x`), its last layer's node named `/c/Gemm`."""
+    torch.manual_seed(0)
+    path = os.path.join(folder, "outlier.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(OutlierMLP().eval(), (torch.randn(2, 32),), path, input_names=["x"], output_names=["scores"],
+                          dynamic_axes={"x": {0: "batch"}, "scores": {0: "batch"}}, dynamo=False)
+    return path

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 
 from accelflow.core.errors import AccelflowError
+from accelflow.core.levels import level_help
 
 # (flags, field, argparse keywords, default when creating a task)
 _OPTIONS = (
     (("-t", "--tensor-info"), "tensor_info", {"action": "append", "metavar": "LINE", "help": "element:dtype(shape), once per input tensor"}, None),
     (("--tensor-info-file",), "tensor_info_file", {"metavar": "FILE", "help": "tensor information, one line per input tensor"}, None),
-    (("--level",), "level", {"help": "fp16 (default) or lossless"}, "fp16"),
+    (("--level",), "level", {"help": "default fp16; " + level_help().replace("%", "%%")}, "fp16"),
     (("--device",), "device", {"help": "deployment machine type (default cpu)"}, "cpu"),
     (("--output",), "output", {"metavar": "PATH|URI", "help": "folder or URI (s3://bucket/prefix) the result is published under (default $ACCELFLOW_RESULTS, or the server's Prefect variable accelflow-results)"}, None),
     (("--name",), "name", {"help": "task name (default <model>-<level>)"}, None),
@@ -23,6 +24,7 @@ _OPTIONS = (
     (("--repo",), "repo", {"help": "model repository: a folder or s3://bucket/prefix (default $ACCELFLOW_REPO or ./model-repo)"}, None),
     (("--model-file",), "model_file", {"help": "the model file inside a version folder holding several"}, None),
     (("--samples",), "samples", {"metavar": "FILE.npz", "help": "sample inputs for the accuracy gate (keys: element names)"}, None),
+    (("--calibration",), "calibration", {"metavar": "FILE.npz|FOLDER", "help": "int8: calibration inputs, an .npz or a folder of them (default: --samples, else inputs drawn from the tensor information)"}, None),
     (("--signature",), "signature", {"metavar": "NAME", "help": "TensorFlow SavedModel: the signature to optimize (default serving_default)"}, None),
     (("--outputs",), "outputs", {"action": "append", "metavar": "NODE[,NODE]", "help": "TensorFlow frozen graph: output nodes (default: the nodes nothing reads)"}, None),
     (("--steps",), "steps", {"type": int, "help": "Stable Diffusion: denoising steps per image (default 20)"}, 20),

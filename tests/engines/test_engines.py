@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from accelflow.core import tensor_info
 from accelflow.core.errors import DeviceError, EngineError, SpecError
-from accelflow.core.levels import FP16, LOSSLESS, level_named
+from accelflow.core.levels import FP16, INT8, LOSSLESS, level_named
 from accelflow.core.runner import run_arrays
 from accelflow.engines import onnxruntime_engine, openvino_engine
 from accelflow.engines.loading import load
@@ -57,7 +57,15 @@ def test_openvino_reduced_precision_follows_cpu_capabilities():
     reduced = openvino_engine.reduced_precisions()
     assert openvino_engine.precisions(LOSSLESS, "cpu") == ["f32"]
     assert openvino_engine.precisions(FP16, "cpu") == ["f32"] + reduced
+    assert openvino_engine.precisions(INT8, "cpu") == ["f32"] + reduced + ["int8"]
     assert set(reduced) <= {"bf16", "f16"}
+
+
+def test_the_int8_level_adds_an_int8_candidate_per_cpu_engine_and_qat_builds_only_int8():
+    pairs = {(e.NAME, p) for e, p in engines.candidates("int8", "cpu")}
+    assert {("onnxruntime", "f32"), ("onnxruntime", "int8"), ("openvino", "f32"), ("openvino", "int8")} <= pairs
+    assert {(e.NAME, p) for e, p in engines.candidates("fp16", "cpu", qat=True)} == {
+        ("onnxruntime", "int8"), ("openvino", "int8")}
 
 
 def test_candidates_for_auto_and_pinned_engines():
@@ -86,7 +94,7 @@ def test_devices_refused_with_a_reason(bad, error, match):
 
 
 def test_unknown_level_and_engine():
-    with pytest.raises(SpecError, match="fp16 or lossless"):
+    with pytest.raises(SpecError, match="fp16, lossless or int8"):
         level_named("int4")
     with pytest.raises(EngineError, match="auto, onnxruntime, openvino"):
         engines.engine_named("tvm")

@@ -142,3 +142,15 @@ def test_a_drifting_image_falls_back_to_f32_for_the_reduced_precision_networks()
     _reselect(found["unet"], built["unet"], chosen, "unet", swaps["unet"])
     assert chosen["unet"].key == "onnxruntime-f32"
     assert [c.selected for c in found["unet"]] == [False, False, True]
+
+
+def test_int8_builds_int8_candidates_for_every_network_and_keeps_the_image(prefect_server, tiny_sd, tmp_path):
+    from accelflow.core.levels import INT8
+
+    result = _run(model=tiny_sd, tensor_info=["image:float(1*3*32*32)"], output=str(tmp_path), name="sd-int8",
+                  level="int8")
+    report = json.load(open(result["report_json"]))
+    for component in report["components"]:
+        int8 = [c for c in component["candidates"] if c["precision"] == "int8"]
+        assert int8 and all(not c["error"] for c in int8), component["name"]
+    assert all(p["psnr_db"] >= INT8.min_psnr_db for p in report["pipeline"]["points"])

@@ -120,7 +120,7 @@ def test_missing_repository_entry(capsys, tmp_path):
 
 @pytest.mark.parametrize("option,value,match", [
     ("--device", "tpu9", "unknown device"),
-    ("--level", "int3", "fp16 or lossless"),
+    ("--level", "int3", "fp16, lossless or int8"),
     ("--engine", "tvm", "unknown engine"),
     ("--engine-version", "0.0.1", "needs --engine"),
 ])

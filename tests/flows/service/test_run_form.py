@@ -61,7 +61,7 @@ def test_the_cli_spellings_are_still_accepted_and_made_canonical(field, given, c
 
 
 @pytest.mark.parametrize("field,given,error,match", [
-    ("level", "int3", SpecError, "choose fp16 or lossless"),
+    ("level", "int3", SpecError, "choose fp16, lossless or int8"),
     ("device", "tpu9", DeviceError, "unknown device 'tpu9'"),
     ("engine", "tvm", EngineError, "unknown engine 'tvm'; choose one of: auto, onnxruntime"),
 ])
