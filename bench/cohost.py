@@ -177,7 +177,7 @@ def optimized_onnx(onnx_path: str, folder: str, threads: int) -> str:
 
 
 def compare_settings(onnx_path: str, arrays: list[np.ndarray], seconds: float, folder: str,
-                     rounds: int = 3) -> dict[tuple[str, str], Cohosted]:
+                     rounds: int = 3, only: str = "") -> dict[tuple[str, str], Cohosted]:
     """Each engine setting alone and next to a plain ONNX Runtime session (ONNX Runtime's
     defaults, and the same with spinning off). The pairs take turns in `rounds` rounds, so
     that the load of a shared machine hits them alike."""
@@ -192,7 +192,7 @@ def compare_settings(onnx_path: str, arrays: list[np.ndarray], seconds: float, f
         "openvino f32, cpu pinning default": OpenVinoRunner(onnx_path, threads),
         "openvino f32, cpu pinning off": OpenVinoRunner(onnx_path, threads, {"ENABLE_CPU_PINNING": False}),
     }
-    pairs = [(label, other) for label in runners for other in neighbours]
+    pairs = [(label, other) for label in runners for other in neighbours if only in label]
     figures = {pair: EMPTY for pair in pairs}
     for _ in range(rounds):
         for label, other in pairs:
@@ -217,6 +217,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=30.0, help="per setting, alone and alternating together")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="only the settings whose label holds this text")
     args = parser.parse_args()
     torch.set_num_threads(thread_count())
     machine = machine_info()
@@ -225,7 +226,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="accelflow-cohost-") as work:
         onnx_path = alternatives.export_onnx(build(reference), reference, work)
         arrays = [t.numpy() for t in reference.inputs(args.batch)]
-        compare_settings(onnx_path, arrays, args.seconds, work, args.rounds)
+        compare_settings(onnx_path, arrays, args.seconds, work, args.rounds, args.only)
 
 
 if __name__ == "__main__":

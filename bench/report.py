@@ -10,7 +10,7 @@ import pandas as pd
 from accelflow.core.runner import thread_count
 from accelflow.reports.stats import latency_stats
 
-ACCELFLOW = ("accelflow lossless", "accelflow fp16")
+ACCELFLOW = "accelflow "  # the prefix of accelflow's runner labels: "accelflow lossless", "accelflow int8", ...
 
 
 def row(model: str, batch: int, label: str, runner, rounds: list[list[float]], flops: float) -> dict:
@@ -27,9 +27,11 @@ def machine_peak() -> dict:
     benchmark uses. A clock-based figure is not used: the VM reports its base clock (2.3 GHz)
     while the cores run faster, so cores x clock x 32 FLOP/cycle understates what they do."""
     import torch
+    from accelflow.engines.machine import machine_info
 
     cores = thread_count()
     mhz = _cpu_mhz()
+    flags = machine_info()["cpu_flags"]
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     for _ in range(3):
         a @ b
@@ -37,7 +39,7 @@ def machine_peak() -> dict:
     for _ in range(n):
         a @ b
     measured = 2 * 2048**3 * n / (time.perf_counter() - start) / 1e9
-    return {"cores": cores, "mhz": mhz, "peak_gflops": measured, "cpu": _cpu_name()}
+    return {"cores": cores, "mhz": mhz, "peak_gflops": measured, "cpu": _cpu_name(), "cpu_flags": flags}
 
 
 def _cpu_mhz() -> float:
@@ -64,22 +66,42 @@ def frame(rows: list[dict], peak: dict) -> pd.DataFrame:
 
 
 def _vs_best(df: pd.DataFrame, r) -> float | None:
-    """accelflow lossless against the best FP32 alternative; accelflow fp16 against the best
-    alternative of any precision (its level allows reduced precision but does not require it)."""
-    if r.runner not in ACCELFLOW:
+    """accelflow lossless against the best FP32 alternative; the fp16 and int8 levels against the
+    best alternative of any precision (they allow reduced precision but do not require it)."""
+    if not r.runner.startswith(ACCELFLOW):
         return None
-    others = df[(df.model == r.model) & (df.batch == r.batch) & ~df.runner.isin(ACCELFLOW)]
+    others = df[(df.model == r.model) & (df.batch == r.batch) & ~df.runner.str.startswith(ACCELFLOW)]
     if r.runner == "accelflow lossless":
         others = others[others.precision == "f32"]
     return float(others.p50_ms.min() / r.p50_ms)
 
 
+def cohosted_row(model: str, batch: int, label: str, neighbour: str, figures) -> dict:
+    """One result's co-hosted figures (bench/cohost.Cohosted) next to `neighbour`, as a table row."""
+    return {
+        "model": model, "batch": batch, "runner": label, "neighbour": neighbour, "alone_p50_ms": figures.alone_ms,
+        "cohosted_p50_ms": figures.cohosted_ms, "share_of_alone": figures.share,
+        "neighbour_alone_p50_ms": figures.neighbour_alone_ms, "neighbour_cohosted_p50_ms": figures.neighbour_ms,
+        "neighbour_share_of_alone": figures.neighbour_share, "samples": len(figures.together),
+    }
+
+
+def machine_line(peak: dict) -> str:
+    present = peak.get("cpu_flags", [])
+    absent = [f for f in ("avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f not in present]
+    return (f"Machine: {peak['cpu']} ({peak['mhz']:.0f} MHz reported), {peak['cores']} threads for every runner. "
+            f"CPU flags: {', '.join(present) or 'none of those checked'}"
+            + (f" (not present: {', '.join(absent)})." if absent else "."))
+
+
 def markdown(rows: list[dict], peak: dict) -> str:
     df = frame(rows, peak)
     lines = [
-        f"Machine: {peak['cpu']} ({peak['mhz']:.0f} MHz reported), {peak['cores']} threads for every runner. "
+        machine_line(peak),
+        "",
         f"Peak: {peak['peak_gflops']:.0f} GFLOP/s, the best FP32 GEMM PyTorch reaches here (2048^3, MKL); "
-        "'% of peak' is the model's FLOPs (PyTorch's counter) per p50 latency over that.",
+        "'% of peak' is the model's FLOPs (PyTorch's counter) per p50 latency over that. Each runner is "
+        "timed in a block of its own after its warm-up, one runner after the other, in one process.",
         "",
         "| model | batch | runner | precision | p50 ms | x eager | % of peak | accelflow vs best alternative |",
         "|---|---|---|---|---|---|---|---|",
@@ -92,8 +114,35 @@ def markdown(rows: list[dict], peak: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[dict], peak: dict, folder: str) -> None:
+def cohosted_markdown(rows: list[dict]) -> str:
+    lines = [
+        "## Co-hosted",
+        "",
+        "Each accelflow result alternating call by call with a plain ONNX Runtime session on the same model "
+        "as a user exports it (ONNX Runtime's defaults, whose idle threads spin; and the same with spinning "
+        "off, as accelflow serves its ONNX Runtime results) in one process, against each alone "
+        "(bench/cohost.py). 'share' is alone p50 / co-hosted p50: the result's co-hosted speed as a share of "
+        "its speed alone (target >= 90%); the neighbour's share is what the result costs the session that "
+        "runs after it.",
+        "",
+        "| model | batch | result | neighbour | alone p50 ms | co-hosted p50 ms | share | neighbour alone p50 ms | "
+        "neighbour co-hosted p50 ms | neighbour share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['runner']} | {r['neighbour']} | {r['alone_p50_ms']:.2f} | "
+                     f"{r['cohosted_p50_ms']:.2f} | {100 * r['share_of_alone']:.0f}% | "
+                     f"{r['neighbour_alone_p50_ms']:.2f} | {r['neighbour_cohosted_p50_ms']:.2f} | "
+                     f"{100 * r['neighbour_share_of_alone']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def write(rows: list[dict], peak: dict, folder: str, cohosted: list[dict] | None = None) -> None:
     os.makedirs(folder, exist_ok=True)
     frame(rows, peak).to_csv(os.path.join(folder, "results.csv"), index=False)
+    text = "# accelflow benchmark\n\n`python -m bench.run` (see bench/run.py)\n\n" + markdown(rows, peak)
+    if cohosted:
+        pd.DataFrame(cohosted).to_csv(os.path.join(folder, "cohosted.csv"), index=False)
+        text += "\n" + cohosted_markdown(cohosted)
     with open(os.path.join(folder, "results.md"), "w", encoding="utf-8") as f:
-        f.write("# accelflow benchmark\n\n`python -m bench.run` (see bench/run.py)\n\n" + markdown(rows, peak))
+        f.write(text)

@@ -5,6 +5,9 @@ turn a runner makes one untimed call (to reload caches another runner evicted) a
 `block` timed calls. Rounds continue until every runner has `min_samples` and `seconds`
 have passed, or `max_samples` is reached. Only the inference call is timed; inputs are
 prepared beforehand, the same way for every runner.
+
+`time_separately` times each runner in one block of its own instead (bench/run.py's table):
+a comparison of runtimes whose idle threads behave differently after a call.
 """
 
 from __future__ import annotations

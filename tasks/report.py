@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from accelflow.core.errors import AccuracyError, ConversionError
+from accelflow.engines.loading import serving_settings
 from accelflow.engines.machine import library_versions, machine_info
 from accelflow.reports.results import Candidate, TaskReport
 from accelflow.reports.stats import geometric_mean
@@ -88,8 +89,11 @@ def candidate_notes(level: str, candidates: list[Candidate], best: Candidate) ->
 
 
 def engine_notes(engine_config: dict) -> list[str]:
-    """What the chosen engine's build decided that the reader must know (GPU FP16 fallback)."""
+    """What the chosen engine's build decided that the reader must know (GPU FP16 fallback,
+    the threading settings it was timed and is served with)."""
+    serving = serving_settings(engine_config)
     fallback = (engine_config or {}).get("fp16", {}).get("fallback")
     if not fallback:
-        return []
-    return [f"FP16 fallback: {fallback['reason']}; kept in FP32: {', '.join(fallback['kept_fp32_ops'])}."]
+        return [serving] if serving else []
+    notes = [f"FP16 fallback: {fallback['reason']}; kept in FP32: {', '.join(fallback['kept_fp32_ops'])}."]
+    return notes + ([serving] if serving else [])

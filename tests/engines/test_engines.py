@@ -10,9 +10,9 @@ import pytest
 from accelflow.core import tensor_info
 from accelflow.core.errors import DeviceError, EngineError, SpecError
 from accelflow.core.levels import FP16, INT8, LOSSLESS, level_named
-from accelflow.core.runner import run_arrays
+from accelflow.core.runner import run_arrays, thread_count
 from accelflow.engines import onnxruntime_engine, openvino_engine
-from accelflow.engines.loading import load
+from accelflow.engines.loading import load, serving_settings
 from accelflow.engines.result import write_manifest
 from accelflow.formats import onnx_model
 
@@ -132,3 +132,40 @@ def test_load_refuses_an_unknown_engine_and_a_folder_without_manifest(onnx_cnn, 
         load(str(tmp_path / "elsewhere"))
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
     assert manifest["manifest_version"] == 1
+
+
+def test_a_loaded_onnxruntime_result_runs_with_the_session_config_it_records(onnx_cnn, tmp_path):
+    folder = _result_folder(onnx_cnn, tmp_path)
+    model = load(folder)
+    recorded = model.manifest["engine_config"]["options"]
+    assert recorded["session_config"] == onnxruntime_engine.SESSION_CONFIG
+    options = model.runner.session.get_session_options()  # read back from the live session
+    for key, value in recorded["session_config"].items():
+        assert options.get_session_config_entry(key) == value
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # idle threads do not spin
+    assert recorded["intra_op_num_threads"] == 1  # the build's count; load takes the cores this process may use
+    assert options.intra_op_num_threads == thread_count()
+    assert load(folder, threads=1).runner.session.get_session_options().intra_op_num_threads == 1
+    assert "not spinning" in serving_settings(model.manifest["engine_config"])
+
+
+def test_a_result_that_records_no_session_config_keeps_onnx_runtime_defaults(onnx_cnn, tmp_path):
+    folder = _result_folder(onnx_cnn, tmp_path)
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    del manifest["engine_config"]["options"]["session_config"]  # as results built before it was recorded
+    write_manifest(folder, manifest)
+    options = load(folder).runner.session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # not set: ONNX Runtime's default
+        options.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_a_loaded_openvino_result_compiles_with_the_properties_it_records(onnx_cnn, tmp_path):
+    path, io = onnx_cnn
+    config = openvino_engine.build(path, io, SPEC, "f32", str(tmp_path), threads=1)
+    runner = openvino_engine.load(str(tmp_path), {"engine_config": config, "io": io.to_dict()}, threads=1)
+    for key, value in config["options"].items():
+        live = runner.compiled.get_property(key)  # an element type, an enum, a bool or an int
+        live = live.to_string() if hasattr(live, "to_string") else getattr(live, "name", live)
+        assert str(live).lower() == str(value).lower(), key
+    assert runner.compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert "OpenVINO's 1 inference threads" in serving_settings(config)

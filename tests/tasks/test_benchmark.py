@@ -1,4 +1,4 @@
-"""The interleaved timing loop, on real ONNX Runtime sessions (no timing assertions)."""
+"""The timing loops (interleaved rounds, separate blocks), on real ONNX Runtime sessions (no timing assertions)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from accelflow.core import tensor_info
 from accelflow.formats import onnx_model
-from accelflow.tasks.benchmark import TimingPlan, benchmark_point, time_runners
+from accelflow.tasks.benchmark import TimingPlan, benchmark_point, time_runners, time_separately
 
 from tests import modelzoo
 
@@ -44,3 +44,15 @@ def test_benchmark_point_reports_each_candidate_against_the_baseline(runners):
     assert row.baseline.iterations == row.optimized.iterations == 6
     assert row.speedup.ci_low <= row.speedup.ratio <= row.speedup.ci_high
     assert row.optimized.throughput == pytest.approx(1000.0 / row.optimized.mean)
+
+
+def test_time_separately_gives_each_runner_one_block_of_its_own(runners):
+    plan = TimingPlan(seconds=0.0, min_samples=5, max_samples=50, warmup_seconds=0.0)
+    blocks = time_separately(runners, ARRAYS, plan)
+    assert set(blocks) == {"a", "b"}
+    assert all(len(r) == 1 and len(r[0]) == 5 and min(r[0]) > 0 for r in blocks.values())
+
+
+def test_time_separately_stops_at_max_samples(runners):
+    plan = TimingPlan(seconds=3600.0, min_samples=1, max_samples=4, warmup_seconds=0.0)
+    assert [len(r[0]) for r in time_separately(runners, ARRAYS, plan).values()] == [4, 4]
