@@ -33,7 +33,7 @@ def serving_settings(engine_config: dict | None) -> str | None:
                 f"idle threads {'spinning' if spinning else 'not spinning (session.intra_op.allow_spinning=0)'}; "
                 "accelflow.load applies the same session settings, with the cores its process may use.")
     if "INFERENCE_NUM_THREADS" in options:  # OpenVINO
-        pinning = options.get("ENABLE_CPU_PINNING", "OpenVINO's default")
+        pinning = {True: "on", False: "off"}.get(options.get("ENABLE_CPU_PINNING"), "as OpenVINO's default")
         return (f"benchmarked with OpenVINO's {options['INFERENCE_NUM_THREADS']} inference threads, "
                 f"{options.get('PERFORMANCE_HINT', '')} hint, CPU pinning {pinning}; accelflow.load applies the "
                 "same compile properties, with the cores its process may use.")

@@ -140,9 +140,19 @@ def test_a_real_task_is_reported_from_its_builds_checks_and_timings(onnx_ctx, cn
     assert report.created.endswith("+00:00")
 
 
-def test_engine_notes_tell_of_an_fp16_fallback_only():
+def test_engine_notes_tell_of_an_fp16_fallback_and_cpu_serving_settings():
     fallback = {"fp16": {"fallback": {"reason": "the all-FP16 graph failed the FP16 accuracy check",
                                       "kept_fp32_ops": ["ReduceSum", "Softmax"]}}}
     assert engine_notes(fallback) == ["FP16 fallback: the all-FP16 graph failed the FP16 accuracy check; "
                                       "kept in FP32: ReduceSum, Softmax."]
     assert engine_notes({"fp16": {"fallback": None}}) == engine_notes({}) == engine_notes(None) == []
+
+
+def test_engine_notes_tell_the_threading_a_cpu_result_was_timed_and_is_served_with():
+    ort = {"file": "model.onnx", "options": {"intra_op_num_threads": 2,
+                                             "session_config": {"session.intra_op.allow_spinning": "0"}}}
+    note, = engine_notes(ort)
+    assert "2 intra-op threads" in note and "not spinning" in note and "accelflow.load" in note
+    ov = {"file": "model.xml", "options": {"INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "LATENCY",
+                                           "ENABLE_CPU_PINNING": False}}
+    assert "2 inference threads, LATENCY hint, CPU pinning off" in engine_notes(ov)[0]
