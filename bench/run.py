@@ -84,7 +84,8 @@ def measure_cohosted(model: str, batch: int, runners: dict, onnx_path: str, arra
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=[r.name for r in REFERENCES], choices=[r.name for r in REFERENCES])
+    names = [r.name for r in REFERENCES]
+    parser.add_argument("--models", nargs="+", default=names, choices=names)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--seconds", type=float, default=20.0, help="timing per model and batch, all runners")
     parser.add_argument("--min-samples", type=int, default=8)
@@ -95,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(thread_count())
-    plan = TimingPlan(seconds=args.seconds, min_samples=args.min_samples, block=2, warmup_seconds=1.0)
+    plan = TimingPlan(seconds=args.seconds, min_samples=args.min_samples, warmup_seconds=1.0)
     peak = report.machine_peak()
     rows, cohosted = [], []
     for reference in [r for r in REFERENCES if r.name in args.models]:

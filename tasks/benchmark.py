@@ -51,7 +51,8 @@ def time_runners(runners: dict[str, Runner], arrays: list[np.ndarray], plan: Tim
     return rounds
 
 
-def time_separately(runners: dict[str, Runner], arrays: list[np.ndarray], plan: TimingPlan) -> dict[str, list[list[float]]]:
+def time_separately(runners: dict[str, Runner], arrays: list[np.ndarray],
+                    plan: TimingPlan) -> dict[str, list[list[float]]]:
     """Latency samples in ms per runner, each runner timed in one block of its own, one after the
     other: {label: [[ms, ...]]}. Each gets an equal share of `seconds` (at least `min_samples`,
     at most `max_samples` calls) after its own warm-up.
@@ -71,7 +72,8 @@ def time_separately(runners: dict[str, Runner], arrays: list[np.ndarray], plan: 
 
 def _timed_for(runner: Runner, feed, seconds: float, plan: TimingPlan) -> list[float]:
     samples, start = [], time.perf_counter()
-    while len(samples) < plan.max_samples and (len(samples) < plan.min_samples or time.perf_counter() - start < seconds):
+    while len(samples) < plan.max_samples and (len(samples) < plan.min_samples
+                                               or time.perf_counter() - start < seconds):
         t0 = time.perf_counter()
         runner.run(feed)
         samples.append((time.perf_counter() - t0) * 1000.0)
