@@ -6,8 +6,8 @@ A server often holds several models in one process and calls them in turn. A run
 idle threads spin after a call (ONNX Runtime's default, session.intra_op.allow_spinning=1)
 keeps the cores busy while the next model runs. The figure here is the result's speed when
 alternating with the neighbour as a share of its speed alone (alone p50 / co-hosted p50; the
-issue's target is >= 90%). Alone and alternating phases are repeated in turn, so that drift
-of a shared machine hits both.
+issue's target is >= 90%). Alone and alternating turns are short and repeated in turn, so
+that drift of a shared machine hits both.
 
 Run as a script, it compares the ONNX Runtime settings accelflow could serve a result with
 (spinning on, off, or on but stopped after each call) and OpenVINO's, on a reference model.
@@ -70,37 +70,34 @@ EMPTY = Cohosted([], [], [], [])
 
 
 def cohosted(runner: Runner, arrays: list[np.ndarray], neighbour: Runner, neighbour_arrays: list[np.ndarray],
-             seconds: float = 10.0, min_samples: int = 10, repeats: int = 2) -> Cohosted:
-    """Time `runner` alone, `neighbour` alone, and the two alternating call by call, in `repeats`
-    turns of each.
+             seconds: float = 10.0, min_samples: int = 10, calls: int = 3) -> Cohosted:
+    """Time `runner` alone, `neighbour` alone, and the two alternating call by call, in short
+    turns of `calls` calls each, repeated until `seconds` have passed and the result has
+    `min_samples` co-hosted calls. Short turns keep the load of a shared machine, which comes
+    and goes, from landing on one condition more than the other.
 
-    No call is untimed between the neighbour's and the result's: that gap is what a server
-    sees, and it is where the neighbour's spinning threads take the cores.
+    A turn alone starts with one untimed call (the other's spinning threads may still hold
+    the cores); in a turn alternating, no call is untimed: that gap is what a server sees.
     """
     feed, other = runner.prepare(arrays), neighbour.prepare(neighbour_arrays)
     for _ in range(3):
         runner.run(feed), neighbour.run(other)
-    phase = seconds / (3 * repeats)
-    figures = EMPTY
-    for _ in range(repeats):
-        alone = _alone(runner, feed, phase, min_samples)
-        neighbour_alone = _alone(neighbour, other, phase, min_samples)
-        ours, theirs = _alternating(runner, feed, neighbour, other, phase, min_samples)
+    figures, start = EMPTY, time.perf_counter()
+    while len(figures.together) < min_samples or time.perf_counter() - start < seconds:
+        alone, neighbour_alone = _alone(runner, feed, calls), _alone(neighbour, other, calls)
+        ours, theirs = _alternating(runner, feed, neighbour, other, calls)
         figures += Cohosted(alone, ours, theirs, neighbour_alone)
     return figures
 
 
-def _alone(runner: Runner, feed, seconds: float, min_samples: int) -> list[float]:
-    samples, start = [], time.perf_counter()
-    while len(samples) < min_samples or time.perf_counter() - start < seconds:
-        samples.append(_timed(runner, feed))
-    return samples
+def _alone(runner: Runner, feed, calls: int) -> list[float]:
+    runner.run(feed)
+    return [_timed(runner, feed) for _ in range(calls)]
 
 
-def _alternating(runner: Runner, feed, neighbour: Runner, other, seconds: float,
-                 min_samples: int) -> tuple[list[float], list[float]]:
-    ours, theirs, start = [], [], time.perf_counter()
-    while len(ours) < min_samples or time.perf_counter() - start < seconds:
+def _alternating(runner: Runner, feed, neighbour: Runner, other, calls: int) -> tuple[list[float], list[float]]:
+    ours, theirs = [], []
+    for _ in range(calls):
         theirs.append(_timed(neighbour, other))
         ours.append(_timed(runner, feed))
     return ours, theirs
@@ -197,7 +194,7 @@ def compare_settings(onnx_path: str, arrays: list[np.ndarray], seconds: float, f
     for _ in range(rounds):
         for label, other in pairs:
             figures[label, other] += cohosted(runners[label], arrays, neighbours[other], arrays,
-                                              seconds=seconds / rounds, repeats=1)
+                                              seconds=seconds / rounds, min_samples=3)
     for (label, other), f in figures.items():
         print(f"{label} | next to {other}: alone {f.alone_ms:.2f} ms, co-hosted {f.cohosted_ms:.2f} ms "
               f"({100 * f.share:.0f}% of alone); neighbour alone {f.neighbour_alone_ms:.2f} ms, "

@@ -19,10 +19,10 @@ def onnx_path(tmp_path_factory):
 def test_cohosted_times_the_result_alone_and_alternating(onnx_path):
     result = cohost.SessionRunner(onnx_path, threads=1, config=cohost.SPIN_OFF)
     neighbour = cohost.SessionRunner(onnx_path)  # ONNX Runtime's defaults
-    figures = cohost.cohosted(result, ARRAYS, neighbour, ARRAYS, seconds=0.0, min_samples=4, repeats=2)
-    # Two repeats of at least four calls in each phase; alternating times both sides once per turn.
-    assert len(figures.alone) >= 8 and len(figures.neighbour_alone) >= 8
-    assert len(figures.together) == len(figures.neighbour) >= 8
+    figures = cohost.cohosted(result, ARRAYS, neighbour, ARRAYS, seconds=0.0, min_samples=4, calls=2)
+    # Turns of two calls until the result has four co-hosted calls; alternating times both sides.
+    assert len(figures.alone) == len(figures.neighbour_alone) == 4
+    assert len(figures.together) == len(figures.neighbour) == 4
     assert all(ms > 0 for ms in figures.alone + figures.together + figures.neighbour + figures.neighbour_alone)
     assert figures.share == pytest.approx(figures.alone_ms / figures.cohosted_ms)
     assert figures.neighbour_share == pytest.approx(figures.neighbour_alone_ms / figures.neighbour_ms)
