@@ -132,7 +132,8 @@ def sensitivity(prepared: str, quantized: str, feeds: list[dict], threads: int) 
     scales = _activation_scales(onnx.load(quantized, load_external_data=False))
     model = onnx.load(prepared)
     nodes = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and any(i in scales for i in n.input)]
-    wanted = sorted({t for n in nodes for t in (*n.input, n.output[0]) if t in scales or t == n.output[0]})
+    constants = {i.name for i in model.graph.initializer}
+    wanted = sorted({t for n in nodes for t in (*n.input, n.output[0]) if t and t not in constants})
     values = _float_activations(model, wanted, feeds[:SENSITIVITY_FEEDS], threads)
     scores = []
     for node in nodes:
@@ -186,7 +187,7 @@ def _float_activations(model, tensors: list[str], feeds: list[dict], threads: in
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     present = {o.name for o in model.graph.output}
-    graph_inputs = {i.name for i in model.graph.input}
+    graph_inputs = {i.name for i in model.graph.input} - {i.name for i in model.graph.initializer}
     model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors if t not in present | graph_inputs)
     session = _session(model, threads)
     outputs = [t for t in tensors if t not in graph_inputs]
