@@ -18,6 +18,7 @@ with the lowest SQNR are the first to keep in float.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -71,13 +72,14 @@ def quantize(prepared: str, out_path: str, feeds: list[dict], device: str, exclu
 
     gpu = device == "cuda"
     nodes = _quantizable_nodes(prepared)
-    quantize_static(
-        prepared, out_path, _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8 if gpu else QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
-        nodes_to_exclude=list(exclude), use_external_data_format=needs_external_data(prepared),
-        extra_options={"ActivationSymmetric": gpu, "WeightSymmetric": True},
-    )
+    with _root_warnings_off():  # "please pre-process", "bias should be an initializer": advice, not faults
+        quantize_static(
+            prepared, out_path, _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8 if gpu else QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_exclude=list(exclude), use_external_data_format=needs_external_data(prepared),
+            extra_options={"ActivationSymmetric": gpu, "WeightSymmetric": True},
+        )
     if exclude:
         _float_inputs_for(out_path, set(exclude))
     return len([n for n in nodes if n not in set(exclude)])
@@ -145,6 +147,18 @@ def sensitivity(prepared: str, quantized: str, feeds: list[dict], threads: int) 
             sqnr = min(sqnr, _sqnr(values[node.output[0]][k], alone.run(None, feed)[0]))
         scores.append((node.name, float(sqnr)))
     return sorted(scores, key=lambda item: item[1])
+
+
+@contextlib.contextmanager
+def _root_warnings_off():
+    """ONNX Runtime's quantization tools warn on the root logger; the report says what matters."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class _Feeds:
