@@ -18,6 +18,7 @@ with the lowest SQNR are the first to keep in float.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -71,13 +72,14 @@ def quantize(prepared: str, out_path: str, feeds: list[dict], device: str, exclu
 
     gpu = device == "cuda"
     nodes = _quantizable_nodes(prepared)
-    quantize_static(
-        prepared, out_path, _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8 if gpu else QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
-        nodes_to_exclude=list(exclude), use_external_data_format=needs_external_data(prepared),
-        extra_options={"ActivationSymmetric": gpu, "WeightSymmetric": True},
-    )
+    with _root_warnings_off():  # "please pre-process", "bias should be an initializer": advice, not faults
+        quantize_static(
+            prepared, out_path, _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8 if gpu else QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_exclude=list(exclude), use_external_data_format=needs_external_data(prepared),
+            extra_options={"ActivationSymmetric": gpu, "WeightSymmetric": True},
+        )
     if exclude:
         _float_inputs_for(out_path, set(exclude))
     return len([n for n in nodes if n not in set(exclude)])
@@ -132,7 +134,8 @@ def sensitivity(prepared: str, quantized: str, feeds: list[dict], threads: int) 
     scales = _activation_scales(onnx.load(quantized, load_external_data=False))
     model = onnx.load(prepared)
     nodes = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and any(i in scales for i in n.input)]
-    wanted = sorted({t for n in nodes for t in (*n.input, n.output[0]) if t in scales or t == n.output[0]})
+    constants = {i.name for i in model.graph.initializer}
+    wanted = sorted({t for n in nodes for t in (*n.input, n.output[0]) if t and t not in constants})
     values = _float_activations(model, wanted, feeds[:SENSITIVITY_FEEDS], threads)
     scores = []
     for node in nodes:
@@ -144,6 +147,18 @@ def sensitivity(prepared: str, quantized: str, feeds: list[dict], threads: int) 
             sqnr = min(sqnr, _sqnr(values[node.output[0]][k], alone.run(None, feed)[0]))
         scores.append((node.name, float(sqnr)))
     return sorted(scores, key=lambda item: item[1])
+
+
+@contextlib.contextmanager
+def _root_warnings_off():
+    """ONNX Runtime's quantization tools warn on the root logger; the report says what matters."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class _Feeds:
@@ -186,7 +201,7 @@ def _float_activations(model, tensors: list[str], feeds: list[dict], threads: in
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     present = {o.name for o in model.graph.output}
-    graph_inputs = {i.name for i in model.graph.input}
+    graph_inputs = {i.name for i in model.graph.input} - {i.name for i in model.graph.initializer}
     model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors if t not in present | graph_inputs)
     session = _session(model, threads)
     outputs = [t for t in tensors if t not in graph_inputs]

@@ -1,7 +1,7 @@
 """A submitted request names only what its worker can reach.
 
 A worker may be another machine: a path on the client means nothing there. Before a request
-is submitted, each local input (the model file or folder, the samples) is uploaded into the
+is submitted, each local input (the model file or folder, the samples, the calibration inputs) is uploaded into the
 results location when that is shared storage (`<output>/.inputs/<content hash>/...`, so a
 resubmission uploads nothing new; no result is ever named with a leading dot) and the request names its URI. Without shared storage a
 local path is kept only when the server runs on this machine (`accelflow server`, whose
@@ -37,8 +37,10 @@ def prepare_for_submit(request: OptimizeRequest, api_url: str | None) -> Optimiz
         update["model"] = _reachable(request.model, "model", shared, here, request.output)
     elif ref is not None and not is_remote(ModelRepository(request.repo).uri) and not here:
         raise SpecError(_unreachable("the model repository", request.repo or ModelRepository(request.repo).uri))
-    if request.samples and not is_remote(request.samples):
-        update["samples"] = _reachable(request.samples, "samples", shared, here, request.output)
+    for kind in ("samples", "calibration"):  # a file, or (calibration) a folder of them
+        given = getattr(request, kind)
+        if given and not is_remote(given):
+            update[kind] = _reachable(given, kind, shared, here, request.output)
     if not shared and not here:
         raise SpecError(f"--output {request.output} is a folder on this machine, which a worker elsewhere cannot "
                         "write to: give shared storage (--output s3://bucket/results), or set the server's "

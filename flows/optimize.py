@@ -98,7 +98,7 @@ def _optimize_into(request: OptimizeRequest, dest: Destination, pool: ModelProce
     with progress.step("fetch model"):
         fetched = steps.fetch_model(request.model, request.repo, request.model_file, work, request.trust_model_code)
         request = request.model_copy(update={"samples": fetch.local_file(request.samples, work),
-                                             "calibration": fetch.local_file(request.calibration, work)})
+                                             "calibration": fetch.local_file(request.calibration, work, "--calibration", folders=True)})
         for given in filter(None, [request.samples, *(calibration_files(request.calibration) if request.calibration else [])]):
             check_samples(given)  # from the zip's headers, before any work
     with progress.step("parse tensor information"):

@@ -116,18 +116,29 @@ def _remote_model(uri: str, model_file: str | None, scratch: str) -> FetchedMode
     return dataclasses.replace(fetched, name=stem or "model", source="uri", repo=home_uri)
 
 
-def local_file(path: str | None, scratch: str) -> str | None:
-    """A local copy of a file given by URI (samples a worker reads); a local path as it is."""
+def local_file(path: str | None, scratch: str, option: str = "--samples", folders: bool = False) -> str | None:
+    """A local copy of a file given by URI (samples a worker reads), or with `folders` of a
+    folder's .npz files (calibration inputs); a local path as it is."""
     from accelflow.storage.store import Store, check_fetch_size, is_remote
 
     if not path or not is_remote(path):
         return path
     store = Store(path, error=SpecError)
-    target = os.path.join(scratch, "inputs", os.path.basename(store.root))
+    target = os.path.join(scratch, "inputs", os.path.basename(store.root.rstrip("/")))
     with store.errors(f"fetch {path}"):
+        if folders and store.fs.isdir(store.root):
+            files = [f for f in store.fs.ls(store.root, detail=False) if f.endswith(".npz")]
+            for remote in files:
+                _fetch_one(store, remote, os.path.join(target, os.path.basename(remote)), path, check_fetch_size)
+            os.makedirs(target, exist_ok=True)
+            return target
         if not store.fs.isfile(store.root):
-            raise SpecError(f"--samples file not found: {path}")
-        size = int(store.fs.info(store.root).get("size") or 0)
-        check_fetch_size(size, f"the file {path}", SpecError)
-        store.get_file(store.root, target, size=size)
+            raise SpecError(f"{option} file not found: {path}")
+        _fetch_one(store, store.root, target, path, check_fetch_size)
     return target
+
+
+def _fetch_one(store, remote: str, target: str, uri: str, check_fetch_size) -> None:
+    size = int(store.fs.info(remote).get("size") or 0)
+    check_fetch_size(size, f"the file {uri}", SpecError)
+    store.get_file(remote, target, size=size)

@@ -67,3 +67,16 @@ def test_an_operation_kept_in_float_reads_float_and_restores_accuracy(outlier):
     assert relu.op_type == "Relu" and producers[relu.input[0]].op_type == "Gemm"  # no Q/DQ pair on the way
     assert not [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                 and not any(o in {i for m in graph.node for i in m.input} for o in n.output)]
+
+
+def test_sensitivity_reads_graphs_that_list_their_weights_as_inputs(outlier):
+    # Older exporters (IR < 4, Paddle2ONNX) list every initializer among the graph's inputs too.
+    prepared, feeds, tmp = outlier
+    model = onnx.load(prepared)
+    model.graph.input.extend(onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                             for i in model.graph.initializer)
+    old_style = str(tmp / "old-style.onnx")
+    onnx.save(model, old_style)
+    out = str(tmp / "q.onnx")
+    int8.quantize(old_style, out, feeds, "cpu")
+    assert int8.sensitivity(old_style, out, feeds, threads=1)[0][0] == "/c/Gemm"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from accelflow.core.errors import DeviceError, SpecError
 from accelflow.flows.inputs import prepare_for_submit, server_is_local
@@ -88,3 +89,20 @@ def test_a_cpu_class_is_a_machine_type_with_its_own_deployment():
         [e.NAME for e, _ in engines.candidates("lossless", "cpu")]
     with pytest.raises(DeviceError, match="cpu-<class>"):
         engines.check_device("cpu-")
+
+
+def test_a_calibration_folder_is_uploaded_and_a_worker_fetches_its_npz_files(s3_repo_uri, cnn, tmp_path):
+    from accelflow.tasks.fetch import local_file
+
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for k in range(2):
+        np.savez(folder / f"part{k}.npz", input_0=np.full((1, 3, 16, 16), k, dtype=np.float32))
+    (folder / "README.txt").write_text("not calibration data")
+    output = s3_repo_uri.replace("/repo", "/results")
+    request = _request(str(tmp_path / "models"), output, calibration=str(folder), level="int8")
+    request = prepare_for_submit(request, REMOTE_SERVER)
+    assert request.calibration.startswith("s3://") and request.calibration.endswith("/calibration")
+    fetched = local_file(request.calibration, str(tmp_path / "worker"), "--calibration", folders=True)
+    assert sorted(os.listdir(fetched)) == ["part0.npz", "part1.npz"]
+    assert float(np.load(os.path.join(fetched, "part1.npz"))["input_0"].max()) == 1.0
