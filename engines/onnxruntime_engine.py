@@ -23,9 +23,10 @@ NAME = "onnxruntime"
 PACKAGE = "onnxruntime"
 DEVICES = ("cpu",)
 MODEL_FILE = "model.onnx"
-# Measured (bench/cohost.py, ResNet-50 batch 1, a shared 2-core AMD EPYC): a plain ONNX Runtime
-# session called after a spinning result kept 69-75% of its speed alone, after a non-spinning
-# one 98-106%; the result itself measured 142-149 ms alone not spinning, 181-208 ms spinning.
+# Measured (python -m bench.cohost, ResNet-50 batch 1, 2 threads, a shared 2-core AMD EPYC with
+# AVX-512 VNNI/BF16): a plain ONNX Runtime session called in turns with a spinning result kept
+# 77% of its speed alone, with a non-spinning one 100-102%; the result itself measured 87-89 ms
+# alone not spinning, 138-146 ms spinning (other processes held the cores the spinning thread took).
 SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 
 

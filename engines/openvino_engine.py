@@ -86,9 +86,10 @@ def _compile_config(precision: str, threads: int) -> dict:
     # int8 (QAT): OpenVINO's low-precision transformations run the FakeQuantize parts in INT8
     # by themselves; the hint sets the precision of whatever is not quantized, kept f32.
     # CPU pinning off: pinned threads cannot leave a core that another process or another
-    # runtime's threads hold. On a shared 2-core VM, ResNet-50 measured 135 ms unpinned against
-    # 177 ms pinned (OpenVINO's default), co-hosted no worse (bench/cohost.py). OpenVINO's TBB
-    # threads measured no cost to a neighbour run after them, so nothing else is needed.
+    # runtime's threads hold. On a shared 2-core AMD EPYC, ResNet-50 measured 82-83 ms unpinned
+    # against 90-92 ms pinned (OpenVINO's default), co-hosted no worse (python -m bench.cohost).
+    # A plain ONNX Runtime session run in turns with OpenVINO kept 96-111% of its speed alone:
+    # OpenVINO's idle TBB threads do not hold the cores, so no other property is needed.
     return {
         "INFERENCE_PRECISION_HINT": "f32" if precision == "int8" else precision,
         "PERFORMANCE_HINT": "LATENCY",
