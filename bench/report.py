@@ -101,7 +101,8 @@ def markdown(rows: list[dict], peak: dict) -> str:
         "",
         f"Peak: {peak['peak_gflops']:.0f} GFLOP/s, the best FP32 GEMM PyTorch reaches here (2048^3, MKL); "
         "'% of peak' is the model's FLOPs (PyTorch's counter) per p50 latency over that. Each runner is "
-        "timed in a block of its own after its warm-up, one runner after the other, in one process.",
+        "timed in blocks of its own after its warm-up, never call by call with another: three passes over "
+        "all runners in one process, the order rotating each pass (tasks.benchmark.time_separately).",
         "",
         "| model | batch | runner | precision | p50 ms | x eager | % of peak | accelflow vs best alternative |",
         "|---|---|---|---|---|---|---|---|",

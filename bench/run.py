@@ -6,8 +6,8 @@ For each reference model (bench/models.py, random weights, no download) and batc
 times, in one process with the same inputs and thread count: PyTorch eager FP32, PyTorch
 with bf16 autocast, torch.compile, ONNX Runtime and OpenVINO with default settings, and
 accelflow's results at every level (lossless, fp16, int8; optimized here first by the real
-flow, loaded with accelflow.load). Each runner is timed in a block of its own, one after the
-other: alternating call by call would time each next to the others' spinning threads.
+flow, loaded with accelflow.load). Each runner is timed in blocks of its own (three passes
+over all runners): alternating call by call would time each next to the others' spinning threads.
 
 Then each accelflow result is timed co-hosted: alternating call by call with the plain ONNX
 Runtime session, against each alone (bench/cohost.py). Results go to

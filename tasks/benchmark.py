@@ -6,8 +6,9 @@ turn a runner makes one untimed call (to reload caches another runner evicted) a
 have passed, or `max_samples` is reached. Only the inference call is timed; inputs are
 prepared beforehand, the same way for every runner.
 
-`time_separately` times each runner in one block of its own instead (bench/run.py's table):
-a comparison of runtimes whose idle threads behave differently after a call.
+`time_separately` times each runner in blocks of its own instead, a few passes over all
+(bench/run.py's table): a comparison of runtimes whose idle threads behave differently after
+a call.
 """
 
 from __future__ import annotations
@@ -51,29 +52,38 @@ def time_runners(runners: dict[str, Runner], arrays: list[np.ndarray], plan: Tim
     return rounds
 
 
-def time_separately(runners: dict[str, Runner], arrays: list[np.ndarray],
-                    plan: TimingPlan) -> dict[str, list[list[float]]]:
-    """Latency samples in ms per runner, each runner timed in one block of its own, one after the
-    other: {label: [[ms, ...]]}. Each gets an equal share of `seconds` (at least `min_samples`,
-    at most `max_samples` calls) after its own warm-up.
+def time_separately(runners: dict[str, Runner], arrays: list[np.ndarray], plan: TimingPlan,
+                    passes: int = 3) -> dict[str, list[list[float]]]:
+    """Latency samples in ms per runner, each runner timed in blocks of its own, never call by
+    call with another: {label: [[ms, ...] per pass]}. In each of `passes` passes every runner
+    times one block (an equal share of `seconds`; `min_samples` and `max_samples` are split
+    over the passes), in an order that rotates each pass.
 
     Alternating runners call by call measures each next to the others: a runtime whose idle
     threads spin after a call (ONNX Runtime's, OpenMP's) slows whoever runs next, so the
     verdict would depend on the neighbours' threading rather than the runner's own speed.
+    Several passes, rather than one block each, keep a change in a shared machine's load from
+    landing on one runner only. A block starts with two untimed calls: the previous runner's
+    spinning threads may still hold the cores, and its data evicted this runner's from the caches.
     """
     feeds = {label: runner.prepare(arrays) for label, runner in runners.items()}
-    share = plan.seconds / max(1, len(runners))
-    timed = {}
     for label, runner in runners.items():
         _warm_up(runner, feeds[label], plan)
-        timed[label] = [_timed_for(runner, feeds[label], share, plan)]
+    share = plan.seconds / max(1, len(runners) * passes)
+    least, most = -(-plan.min_samples // passes), max(1, plan.max_samples // passes)
+    timed: dict[str, list[list[float]]] = {label: [] for label in runners}
+    labels = list(runners)
+    for turn in range(passes):
+        for label in labels[turn % len(labels):] + labels[: turn % len(labels)]:
+            runners[label].run(feeds[label])
+            runners[label].run(feeds[label])
+            timed[label].append(_timed_for(runners[label], feeds[label], share, least, most))
     return timed
 
 
-def _timed_for(runner: Runner, feed, seconds: float, plan: TimingPlan) -> list[float]:
+def _timed_for(runner: Runner, feed, seconds: float, least: int, most: int) -> list[float]:
     samples, start = [], time.perf_counter()
-    while len(samples) < plan.max_samples and (len(samples) < plan.min_samples
-                                               or time.perf_counter() - start < seconds):
+    while len(samples) < most and (len(samples) < least or time.perf_counter() - start < seconds):
         t0 = time.perf_counter()
         runner.run(feed)
         samples.append((time.perf_counter() - t0) * 1000.0)

@@ -46,13 +46,15 @@ def test_benchmark_point_reports_each_candidate_against_the_baseline(runners):
     assert row.optimized.throughput == pytest.approx(1000.0 / row.optimized.mean)
 
 
-def test_time_separately_gives_each_runner_one_block_of_its_own(runners):
+def test_time_separately_gives_each_runner_a_block_of_its_own_in_each_pass(runners):
     plan = TimingPlan(seconds=0.0, min_samples=5, max_samples=50, warmup_seconds=0.0)
-    blocks = time_separately(runners, ARRAYS, plan)
+    blocks = time_separately(runners, ARRAYS, plan, passes=2)
     assert set(blocks) == {"a", "b"}
-    assert all(len(r) == 1 and len(r[0]) == 5 and min(r[0]) > 0 for r in blocks.values())
+    # min_samples split over the passes, rounded up: two blocks of three calls each.
+    assert all(len(r) == 2 and [len(b) for b in r] == [3, 3] and min(map(min, r)) > 0 for r in blocks.values())
 
 
 def test_time_separately_stops_at_max_samples(runners):
-    plan = TimingPlan(seconds=3600.0, min_samples=1, max_samples=4, warmup_seconds=0.0)
-    assert [len(r[0]) for r in time_separately(runners, ARRAYS, plan).values()] == [4, 4]
+    plan = TimingPlan(seconds=3600.0, min_samples=1, max_samples=8, warmup_seconds=0.0)
+    blocks = time_separately(runners, ARRAYS, plan, passes=2)
+    assert [[len(b) for b in r] for r in blocks.values()] == [[4, 4], [4, 4]]
