@@ -77,3 +77,64 @@ def _save_images(wheel: zipfile.ZipFile, names: tuple[str, ...], path: str) -> s
         arrays[f"{k}/x"] = ((pixels - 0.5) / 0.5).transpose(2, 0, 1)[None].copy()  # PaddleOCR's mean/std 0.5
     np.savez(path, **arrays)
     return path
+
+
+def measure(plan, bench_seconds: float, work: str) -> list[dict]:
+    """PP-OCRv4's detector: ONNX Runtime and OpenVINO with default settings against accelflow's
+    lossless and int8 results, each runner timed in its own block; each row says how the int8
+    gate went (the images are real, so the gate is judged on meaningful activations)."""
+    from accelflow.tasks.benchmark import time_separately
+
+    from bench import alternatives
+
+    model = ocr_detector()
+    folders, outcomes = {}, {}
+    for level in ("lossless", "int8"):
+        folders[level], outcomes[level] = _optimize(model, level, bench_seconds, work)
+    arrays = [np.load(model.samples)["0/x"]]
+    feeds = {"x": arrays[0]}
+    ov_call, ov_precision = alternatives.openvino_call(model.onnx_path, feeds)
+    runners = {"onnxruntime default": alternatives.CallRunner("onnxruntime default",
+                                                              alternatives.ort_call(model.onnx_path, feeds), "f32"),
+               "openvino default": alternatives.CallRunner("openvino default", ov_call, ov_precision)}
+    runners.update({f"accelflow {level}": alternatives.AccelflowRunner(f"accelflow {level}", folder)
+                    for level, folder in folders.items()})
+    samples = time_separately(runners, arrays, plan)
+    rows = []
+    for label, runner in runners.items():
+        p50 = float(np.median([ms for block in samples[label] for ms in block]))
+        rows.append({"model": model.name, "runner": label, "engine": getattr(runner, "engine", runner.precision),
+                     "p50_ms": p50, "int8_gate": outcomes.get(label.removeprefix("accelflow "), "")})
+    alternatives.release(runners)
+    return rows
+
+
+def _optimize(model: Pretrained, level: str, bench_seconds: float, work: str) -> tuple[str, str]:
+    import json
+
+    from accelflow.flows.optimize import optimize
+    from accelflow.flows.request import OptimizeRequest
+
+    request = OptimizeRequest(model=model.onnx_path, tensor_info=model.tensor_info, level=level,
+                              samples=model.samples, calibration=model.calibration if level == "int8" else None,
+                              output=os.path.join(work, "out"), name=f"{model.name}-{level}", bench_seconds=bench_seconds)
+    result = optimize.with_options(flow_run_name=request.name)(request=request)
+    report = json.load(open(result["report_json"]))
+    int8 = report.get("int8") or {}
+    outcome = ""
+    if int8:
+        worst = min(int8["attempts"], key=lambda a: len(a["kept_in_float"]))
+        outcome = f"{int8['outcome']} ({worst['reason'] or 'passed'})"
+    return result["result_folder"], outcome
+
+
+def markdown(rows: list[dict]) -> str:
+    """The pretrained model's table: speed against ONNX Runtime's defaults, and the int8 gate."""
+    if not rows:
+        return ""
+    base = next(r["p50_ms"] for r in rows if r["runner"] == "onnxruntime default")
+    lines = ["## Pretrained model, real images (bench/pretrained.py)", "",
+             "| model | runner | engine | p50 ms | x onnxruntime default | int8 gate |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['runner']} | {r['engine']} | {r['p50_ms']:.2f} | {base / r['p50_ms']:.2f}x | "
+              f"{r['int8_gate']} |" for r in rows]
+    return "\n".join(lines) + "\n"

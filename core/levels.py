@@ -42,7 +42,7 @@ LOSSLESS = Level(
     min_psnr_db=58.0,
 )
 FP16 = Level(
-    "fp16", reduced_precision=True, description="fastest within fp16 accuracy (bf16/f16 where faster)",
+    "fp16", reduced_precision=True, description="fastest within fp16 accuracy, bf16/f16 where faster",
     tensors={"rtol": 3e-2, "atol": 1e-3, "min_cosine": 0.999, "max_mismatch": 0.01},
     # BF16/FP16 inference: near-tied boxes may swap in NMS, scores move by ~1e-2, mask edges
     # move with their boxes.
