@@ -75,9 +75,9 @@ def runners(model, inputs: tuple, onnx_path: str, folders: dict[str, str]) -> di
         "pytorch eager fp32": CallRunner("pytorch eager fp32", _eager(model, inputs), "f32"),
         "pytorch bf16 autocast": CallRunner("pytorch bf16 autocast", _autocast(model, inputs), "bf16"),
         "torch.compile": CallRunner("torch.compile", _compiled(model, inputs), "f32"),
-        "onnxruntime default": CallRunner("onnxruntime default", _ort(onnx_path, feeds), "f32"),
+        "onnxruntime default": CallRunner("onnxruntime default", ort_call(onnx_path, feeds), "f32"),
     }
-    ov_call, ov_precision = _openvino(onnx_path, feeds)
+    ov_call, ov_precision = openvino_call(onnx_path, feeds)
     result["openvino default"] = CallRunner("openvino default", ov_call, ov_precision)
     for level, folder in folders.items():
         result[f"accelflow {level}"] = AccelflowRunner(f"accelflow {level}", folder)
@@ -110,7 +110,7 @@ def _compiled(model, inputs):
     return call
 
 
-def _ort(onnx_path: str, feeds: dict):
+def ort_call(onnx_path: str, feeds: dict):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -119,7 +119,7 @@ def _ort(onnx_path: str, feeds: dict):
     return lambda: session.run(None, feeds)
 
 
-def _openvino(onnx_path: str, feeds: dict):
+def openvino_call(onnx_path: str, feeds: dict):
     from accelflow.engines.openvino_engine import import_openvino
 
     ov = import_openvino()

@@ -142,12 +142,13 @@ def cohosted_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[dict], peak: dict, folder: str, cohosted: list[dict] | None = None) -> None:
+def write(rows: list[dict], peak: dict, folder: str, cohosted: list[dict] | None = None, extra: str = "") -> None:
     os.makedirs(folder, exist_ok=True)
     frame(rows, peak).to_csv(os.path.join(folder, "results.csv"), index=False)
     text = "# accelflow benchmark\n\n`python -m bench.run` (see bench/run.py)\n\n" + markdown(rows, peak)
     if cohosted:
         pd.DataFrame(cohosted).to_csv(os.path.join(folder, "cohosted.csv"), index=False)
         text += "\n" + cohosted_markdown(cohosted)
+    text += "\n" + extra if extra else ""
     with open(os.path.join(folder, "results.md"), "w", encoding="utf-8") as f:
         f.write(text)

@@ -13,6 +13,9 @@ Then each accelflow result is timed co-hosted: alternating call by call with the
 Runtime session, against each alone (bench/cohost.py). Results go to
 bench/results/results.csv, cohosted.csv and results.md, with the CPU and its flags.
 
+Last, a pretrained model on real images (bench/pretrained.py: PP-OCRv4's text detector from
+the rapidocr wheel, scikit-image's photographs): the int8 gate judged on meaningful activations.
+
 A quick check: python -m bench.run --models resnet50 --batches 1 --seconds 5 --cohost-seconds 3
 """
 
@@ -29,7 +32,7 @@ from accelflow.core.levels import LEVELS
 from accelflow.core.runner import thread_count
 from accelflow.tasks.benchmark import TimingPlan, time_separately
 
-from bench import alternatives, cohost, report
+from bench import alternatives, cohost, pretrained, report
 from bench.models import REFERENCES, build
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -92,6 +95,8 @@ def main() -> None:
     parser.add_argument("--cohost-seconds", type=float, default=12.0,
                         help="co-hosted timing per accelflow result: alone and alternating phases together")
     parser.add_argument("--bench-seconds", type=float, default=3.0, help="accelflow's own benchmark per shape")
+    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                        help="also PP-OCRv4's pretrained detector on real images (bench/pretrained.py)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -104,7 +109,13 @@ def main() -> None:
         main_rows, cohosted_rows = measure(reference, args.batches, plan, args.bench_seconds, args.cohost_seconds)
         rows, cohosted = rows + main_rows, cohosted + cohosted_rows
         report.write(rows, peak, args.out, cohosted)  # after each model, so a long run leaves partial results
-    print(report.markdown(rows, peak) + "\n" + report.cohosted_markdown(cohosted))
+    extra = ""
+    if args.pretrained:
+        print("== ppocrv4-det (pretrained)", flush=True)
+        with tempfile.TemporaryDirectory(prefix="accelflow-bench-") as work:
+            extra = pretrained.markdown(pretrained.measure(plan, args.bench_seconds, work))
+        report.write(rows, peak, args.out, cohosted, extra)
+    print(report.markdown(rows, peak) + "\n" + report.cohosted_markdown(cohosted) + "\n" + extra)
 
 
 if __name__ == "__main__":
