@@ -181,6 +181,8 @@ def test_interrupt_leaves_no_result_and_no_staging(prefect_server, cnn, tmp_path
         rest = proc.communicate(timeout=120)[1]
         if proc.returncode != 0:
             break
-    assert proc.returncode == 130, "".join(lines) + rest
+    # 130 from the CLI's handler; once in CI (not reproduced in 26 tries here since) the process instead
+    # ended killed by SIGINT after printing its message: a shell shows both as status 130.
+    assert proc.returncode in (130, -signal.SIGINT), "".join(lines) + rest
     assert "Traceback" not in rest and "nothing was kept" in rest, rest
     assert not out.exists() or os.listdir(out) == [], (os.listdir(out), rest)
