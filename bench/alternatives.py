@@ -79,6 +79,8 @@ def runners(model, inputs: tuple, onnx_path: str, folders: dict[str, str]) -> di
     }
     ov_call, ov_precision = openvino_call(onnx_path, feeds)
     result["openvino default"] = CallRunner("openvino default", ov_call, ov_precision)
+    if ov_precision != "f32":  # OpenVINO picks bf16 by default where the CPU has it; the f32 peer too
+        result["openvino f32"] = CallRunner("openvino f32", openvino_call(onnx_path, feeds, "f32")[0], "f32")
     for level, folder in folders.items():
         result[f"accelflow {level}"] = AccelflowRunner(f"accelflow {level}", folder)
     return result
@@ -119,12 +121,14 @@ def ort_call(onnx_path: str, feeds: dict):
     return lambda: session.run(None, feeds)
 
 
-def openvino_call(onnx_path: str, feeds: dict):
+def openvino_call(onnx_path: str, feeds: dict, precision: str | None = None):
+    """OpenVINO's default settings, or only its inference precision set (e.g. 'f32')."""
     from accelflow.engines.openvino_engine import import_openvino
 
     ov = import_openvino()
 
-    compiled = ov.Core().compile_model(onnx_path, "CPU")  # default settings
+    config = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
+    compiled = ov.Core().compile_model(onnx_path, "CPU", config)
     request = compiled.create_infer_request()
     precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # 'bf16' / 'f32' / 'f16'
     return (lambda: request.infer(feeds, share_inputs=True, share_outputs=True)), precision

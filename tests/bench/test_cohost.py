@@ -51,6 +51,9 @@ def test_every_accelflow_level_is_compared_with_the_best_alternative():
     assert versus["accelflow lossless"] == pytest.approx(1.0)  # against the best f32 alternative (50 ms)
     assert versus["accelflow fp16"] == pytest.approx(1.0)  # against any precision (bf16, 40 ms)
     assert versus["accelflow int8"] == pytest.approx(2.0)
+    f32_versus = report.frame(rows, peak).set_index("runner").vs_best_f32_alternative
+    assert f32_versus["accelflow int8"] == pytest.approx(2.5)  # against the best f32 alternative (50 ms)
     assert np.isnan(versus["onnxruntime default"])
     text = report.markdown(rows, peak)
+    assert "| m | 1 | accelflow int8 | int8 | 20.00 | 5.00x | 50.0% | 2.00x | 2.50x |" in text
     assert "Test CPU" in text and "CPU flags: avx512_vnni (not present: avx512_bf16, amx_int8, amx_bf16)" in text
