@@ -124,3 +124,33 @@ def test_head_graph_names_must_be_plain_file_names(converted):
     source = dict(io.source, roi_heads=[dict(io.source["roi_heads"][0], file="../elsewhere.onnx")])
     with pytest.raises(Exception, match="not plain file names"):
         detections.beside_config(mmdet_model, source)
+
+
+def test_a_head_the_graphs_do_not_express_stays_in_pytorch(detectors):
+    """Max-pooling RoIAlign (ONNX's differs from mmcv's) is not exported: no graphs at all, so
+    the whole RoI head runs in mmdet's code."""
+    import torch
+
+    model = mmdet_model.load(detectors["faster-rcnn-r18"])
+    for layer in model.roi_head.bbox_roi_extractor.roi_layers:
+        layer.pool_mode = "max"
+    feats = mmdet_model._feature_graph(model)(torch.zeros(3, 64, 64))
+    assert mmdet_roi_heads.export(model, feats, (64, 64), "/nonexistent") == []
+
+
+def test_conversions_cached_before_the_head_graphs_are_not_reused(detectors, tmp_path, monkeypatch):
+    from accelflow.tasks.context import ModelContext
+    from accelflow.tasks.convert import convert_to_onnx
+
+    monkeypatch.setenv("ACCELFLOW_CACHE", "on")
+    monkeypatch.setenv("ACCELFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    config, spec = detectors["faster-rcnn-r18"], tensor_info.parse(SPEC)
+
+    def convert(work):
+        return convert_to_onnx(ModelContext(config, "mmdet", spec, str(tmp_path / work), threads=2))
+
+    monkeypatch.setattr(mmdet_model, "EXPORT_VERSION", 1)
+    assert not convert("a").cached and convert("b").cached
+    monkeypatch.setattr(mmdet_model, "EXPORT_VERSION", 2)
+    fresh = convert("c")
+    assert not fresh.cached and fresh.io["source"]["roi_heads"]
