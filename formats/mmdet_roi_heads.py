@@ -107,7 +107,7 @@ def _stages(roi_head) -> list[tuple]:
     return stages
 
 
-def _example_rois(image_hw, count: int = 64) -> "torch.Tensor":
+def _example_rois(image_hw, count: int = 64):
     """Boxes of every size in the image, so that every FPN level is picked while tracing."""
     import torch
 
