@@ -28,6 +28,8 @@ CONFIGS = {  # name: (stock config under mmdet/.mim/configs, ResNet depth or Non
     "faster-rcnn-r18": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", 18),
     "retinanet-r18": ("retinanet/retinanet_r18_fpn_1x_coco.py", None),
     "mask-rcnn-r18": ("mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", 18),
+    "cascade-mask-rcnn-r18": ("cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py", 18),
+    "cascade-mask-rcnn-r50": ("cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py", None),
 }
 _CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
 

@@ -225,7 +225,9 @@ def candidate(fmt, engine_runner, io: dict, threads: int, folder: str | None = N
     postprocessors = {} if postprocessors is None else postprocessors
     if config not in postprocessors:
         postprocessors[config] = fmt.postprocessor(config, io, trusted=trusted)
-    return DetectionCandidate(engine_runner, postprocessors[config], f"{fmt.NAME} heads/NMS (torch)")
+    postprocess = postprocessors[config]
+    label = getattr(postprocess, "label", f"{fmt.NAME} heads/NMS (torch)")  # what runs where
+    return DetectionCandidate(engine_runner, postprocess, label)
 
 
 def _inside(path: str, folder: str) -> None:
@@ -266,8 +268,22 @@ def package(fmt, model_dir: str, io: dict, trusted: bool = False) -> dict:
     config = fmt.save_config(io["source"]["config"], target, trusted)
     checkpoint = os.path.splitext(config)[0] + ".pth"  # named like the config: found beside it
     shutil.copyfile(io["source"]["checkpoint"], checkpoint)
+    for name in beside_config(fmt, io["source"]):  # the heads' graphs, found beside the config
+        shutil.copyfile(os.path.join(os.path.dirname(io["source"]["config"]), name), os.path.join(target, name))
     relative = {"config": os.path.relpath(config, model_dir), "checkpoint": os.path.relpath(checkpoint, model_dir)}
     return dict(io, source=dict(io["source"], **relative))
+
+
+def beside_config(fmt, source: dict) -> list[str]:
+    """The format's other files of a conversion (plain file names, kept beside the config:
+    its heads' ONNX graphs), which a result carries too."""
+    from accelflow.core.errors import EngineError
+
+    names = fmt.files_beside_config(source) if hasattr(fmt, "files_beside_config") else []
+    odd = [n for n in names if not isinstance(n, str) or os.path.basename(n) != n or n in ("", ".", "..")]
+    if odd:
+        raise EngineError(f"the detector's file names {odd} are not plain file names beside its config.")
+    return names
 
 
 # ------------------------------------------------------------ what the framework modules share

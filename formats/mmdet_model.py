@@ -9,12 +9,15 @@ pixel values, as `model.test_step({"inputs": [...], ...})` takes them:
 The image is taken at the size given (no resize: declare the sizes the model serves at).
 
 What goes to ONNX: the data preprocessor (BGR->RGB, mean/std, zero padding to the size
-divisor, all in the graph, dynamic sizes) + backbone + neck, i.e. everything that scales
-with the image. Box decoding, NMS and the RoI heads run after the engine as a documented
-post-processing step, in PyTorch with MMDetection's own head code on the engine's features
-(`model.predict` with `extract_feat` answered by the engine): mmdet's NMS and RoIAlign are
-mmcv ops without an ONNX export in mmcv 2.x. The result, original or optimized, is one dict
-per image: bboxes, scores, labels (and masks for a mask head), see formats/detections.py.
+divisor, all in the graph, dynamic sizes) + backbone + neck, and the RPN's (or RetinaNet
+head's) convolutions: the feature graph, which the engine runs. The RoI heads (RoIAlign, box
+and mask heads, every cascade stage) become head graphs beside it, run in ONNX Runtime
+(formats/mmdet_roi_heads.py). Proposal decoding, box decoding, NMS and mask pasting run
+after them in PyTorch, MMDetection's own code (`model.predict` with `extract_feat`, the
+dense head's forward and the RoI head's forwards answered by the graphs): data-dependent
+selection that mmcv 2.x does not export (docs/detectors.md). The result, original or
+optimized, is one dict per image: bboxes, scores, labels (and masks for a mask head), see
+formats/detections.py.
 
 Security: an MMDetection config is Python that MMEngine executes when it reads it. Unless the
 model is trusted (--trust-model-code), `code_risks` checks the config and its `_base_` files
@@ -34,10 +37,13 @@ import sys
 import numpy as np
 from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
 from accelflow.core.modelio import ModelIO, flat_structure
-from accelflow.formats import detections
+from accelflow.formats import detections, mmdet_roi_heads
 from accelflow.formats.detections import quiet as _quiet
 
 NAME = "mmdet"
+# Bumped when the conversion's files change (2: RoI head graphs, dense head in the feature graph),
+# so that cached conversions of an older kind are not reused (tasks/convert.py keys on it).
+EXPORT_VERSION = 2
 _MODEL_LINE = re.compile(r"^model\s*=\s*dict\(", re.M)
 
 
@@ -445,19 +451,46 @@ def baseline_runner(path: str, spec, io: ModelIO, threads: int, trusted: bool = 
 
 
 def postprocessor(config: str, io: dict, trusted: bool = False):
-    """MMDetection's heads, box decoding and NMS on the engine's features (formats/detections.py
-    wraps an engine's runner with it)."""
+    """MMDetection's box decoding and NMS on the engine's outputs (formats/detections.py wraps an
+    engine's runner with it): the FPN features, then the dense head's maps where the feature
+    graph holds them; the RoI heads run in their ONNX graphs where the conversion wrote them
+    (io.source's `roi_heads`, files beside the config), else in PyTorch."""
     import torch
 
     model = load(config, trusted)
     divisor = int(getattr(model.data_preprocessor, "pad_size_divisor", 1))
+    source = io.get("source") or {}
+    graphs = source.get("roi_heads") or []
+    detections.beside_config(sys.modules[__name__], source)  # plain names: nothing outside the folder
+    if graphs:
+        mmdet_roi_heads.attach(model.roi_head, graphs, os.path.dirname(config), torch.get_num_threads())
+    split = _Split(source.get("features"), source.get("dense_head"))
 
-    def postprocess(features, arrays):
-        feats = tuple(torch.from_numpy(np.asarray(f, dtype=np.float32)) for f in features)
+    def postprocess(outputs, arrays):
+        tensors = [torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in outputs]
+        feats, maps = split(tensors)
         samples = [_sample(arrays[0].shape, divisor)]
-        return [_instances(s) for s in predict_from_features(model, feats, samples)]
+        return [_instances(s) for s in predict_from_features(model, feats, samples, maps)]
 
+    postprocess.label = "mmdet NMS (torch)" + (", RoI heads (onnxruntime)" if graphs else ", heads (torch)")
     return postprocess
+
+
+class _Split:
+    """The engine's outputs -> (FPN features, the dense head's outputs or None): `features` is
+    how many outputs are features, `dense` how many maps each list of the head's output holds."""
+
+    def __init__(self, features: int | None, dense: list[int] | None):
+        self.features, self.dense = features, dense
+
+    def __call__(self, tensors):
+        if not self.dense:
+            return tuple(tensors), None
+        maps, at = [], self.features
+        for count in self.dense:
+            maps.append(tensors[at:at + count])
+            at += count
+        return tuple(tensors[:self.features]), tuple(maps)
 
 
 def save_config(config: str, folder: str, trusted: bool = False) -> str:
@@ -469,20 +502,42 @@ def save_config(config: str, folder: str, trusted: bool = False) -> str:
     return target
 
 
-def predict_from_features(model, feats, samples):
-    """`model.predict` with the backbone and neck answered by `feats` (the engine's outputs)."""
+def predict_from_features(model, feats, samples, dense_maps=None):
+    """`model.predict` with the backbone and neck answered by `feats` (the engine's outputs),
+    and the dense head's forward by `dense_maps` where the engine computed them too."""
     import torch
 
     model.extract_feat = lambda _inputs: feats
+    head = _dense_head(model)
+    if dense_maps is not None:
+        head.forward = lambda _x: dense_maps
     try:
         with torch.no_grad(), _quiet():
             return model.predict(None, samples, rescale=True)
     finally:
         del model.extract_feat
+        if dense_maps is not None:
+            del head.forward
 
 
-def _feature_graph(model):
-    """preprocess (in graph) + backbone + neck, as one nn.Module taking one CHW BGR image."""
+# Dense heads whose predict is `self(x)` then predict_by_feat on a tuple of per-level lists:
+# their convolutions go into the feature graph (others stay in PyTorch).
+_DENSE_IN_GRAPH = ("RPNHead", "RetinaHead")
+
+
+def _dense_head(model):
+    """The RPN of a two-stage detector, the head of a single-stage one (or None)."""
+    return getattr(model, "rpn_head", None) or getattr(model, "bbox_head", None)
+
+
+def _dense_in_graph(model) -> bool:
+    head = _dense_head(model)
+    return head is not None and type(head).__name__ in _DENSE_IN_GRAPH
+
+
+def _feature_graph(model, dense: bool = False):
+    """preprocess (in graph) + backbone + neck, as one nn.Module taking one CHW BGR image;
+    with `dense`, the dense head's per-level maps follow the features, list by list."""
     import torch
     import torch.nn.functional as F
 
@@ -504,30 +559,50 @@ def _feature_graph(model):
             h, w = x.shape[-2], x.shape[-1]
             d = self.divisor
             x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d), value=self.pad_value)
-            return tuple(self.model.extract_feat(x))
+            feats = tuple(self.model.extract_feat(x))
+            if not dense:
+                return feats
+            return feats + tuple(m for maps in _dense_head(self.model)(feats) for m in maps)
 
     return _Features().eval()
 
 
 def to_onnx(path: str, spec, out_dir: str, example: list, trusted: bool = False) -> tuple[str, ModelIO]:
+    """The feature graph (model.onnx: preprocessing, backbone, neck and the dense head's
+    convolutions) and, beside it, the RoI heads' graphs (formats/mmdet_roi_heads.py)."""
     import torch
 
     check_spec(spec)
     model = load(path, trusted)
-    graph = _feature_graph(model)
     image = torch.from_numpy(np.ascontiguousarray(example[0], dtype=np.float32))
     with torch.no_grad(), _quiet():
-        features = graph(image)
+        features = _feature_graph(model)(image)
         masks = "masks" in _instances(model.test_step({"inputs": [image], "data_samples": [_sample(image.shape)]})[0])
+        dense = [len(maps) for maps in _dense_head(model)(features)] if _dense_in_graph(model) else None
+    graph = _feature_graph(model, dense=bool(dense))
     output_names = [f"feature_{i}" for i in range(len(features))]
+    output_names += [f"dense_{j}_{i}" for j, count in enumerate(dense or []) for i in range(count)]
     onnx_path, input_names = detections.export_features(graph, image, spec, out_dir, output_names,
                                                         "MMDetection backbone and neck")
-    source = {"detector": NAME, "postprocess": "mmdet heads, box decoding and NMS in torch",
+    roi_heads = mmdet_roi_heads.export(model, features, image.shape[-2:], out_dir)
+    source = {"detector": NAME, "postprocess": _postprocess_text(dense, roi_heads),
               **detections.own_copies(sys.modules[__name__], path, out_dir, trusted),
+              "features": len(features), "dense_head": dense, "roi_heads": roi_heads,
               "score_thr": score_threshold(model.cfg), "max_detections": max_detections(model.cfg),
               "detections_structure": detections.output_structure(1, masks)}
-    # The engine's own outputs are the FPN features; the detections come after post-processing.
+    # The engine's own outputs are the FPN features (and dense maps); detections come after post-processing.
     return onnx_path, ModelIO(input_names, output_names, flat_structure(len(output_names)), source)
+
+
+def files_beside_config(source: dict) -> list[str]:
+    """The RoI heads' graphs of a conversion: files beside its config (formats/detections.py)."""
+    return [g["file"] for g in source.get("roi_heads") or []]
+
+
+def _postprocess_text(dense, roi_heads) -> str:
+    parts = ["dense head convolutions in the engine" if dense else "dense head in torch"]
+    parts.append("RoI heads in onnxruntime" if roi_heads else "RoI heads (if any) in torch")
+    return ", ".join(parts) + "; box decoding and NMS in torch (mmdet)"
 
 
 def score_threshold(cfg) -> float:

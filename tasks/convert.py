@@ -84,6 +84,8 @@ def _converted(fmt, model_file: str, spec, work_dir: str, qat: bool, options: di
     detector = hasattr(fmt, "checkpoint_for")
     keyed = os.path.dirname(os.path.abspath(model_file)) if detector else model_file
     key_options = dict(options, detector_files="own copies") if detector else options
+    if hasattr(fmt, "EXPORT_VERSION"):  # what the conversion writes changed: older entries are not reused
+        key_options = dict(key_options, export=fmt.EXPORT_VERSION)
     entry = cache.key(keyed, fmt.NAME, spec.lines(), qat, key_options) if cache.enabled() else None
     hit = cache.lookup(entry) if entry else None
     if hit:

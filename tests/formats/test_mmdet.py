@@ -148,6 +148,7 @@ def _loads_as_the_detector(folder, config):
 
     moved = shutil.move(folder, folder + "-moved")  # nothing may point back into the task's files
     model = accelflow.load(moved)
+    assert "RoI heads (onnxruntime)" in model.runner.label  # the result's own head graphs
     image = detections.synthetic_image((3, 288, 320), np.random.default_rng(5))
     got = model(inputs=[image])
     assert isinstance(got, list) and set(got[0]) == {"bboxes", "scores", "labels"}

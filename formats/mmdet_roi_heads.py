@@ -1,0 +1,206 @@
+"""MMDetection RoI heads as ONNX graphs, run in ONNX Runtime after the engine.
+
+For each stage of a StandardRoIHead or CascadeRoIHead, `export` writes a box graph (the FPN
+levels its RoI extractor reads + rois (N, 5: batch index, x1, y1, x2, y2) -> cls_score,
+bbox_pred) and, for a mask head, a mask graph (levels + rois -> mask logits): multi-level
+RoIAlign (ONNX RoiAlign, opset 16's half_pixel mode for mmcv's aligned=True) and the heads'
+layers. `attach` then answers the RoI head's `_bbox_forward`/`_mask_forward` with those
+graphs, so that MMDetection's own code still decodes boxes, runs NMS and pastes masks.
+
+What is not expressed is left to PyTorch: an extractor other than SingleRoIExtractor with
+average RoIAlign, a shared head (the caffe C4 models), another RoI head class (HTC, SCNet,
+...). For those `export` returns no graphs and the whole head stays in mmdet's code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import numpy as np
+
+OPSET = 17  # RoiAlign's coordinate_transformation_mode needs >= 16
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}  # as engines/onnxruntime_engine.py
+
+
+class Unsupported(Exception):
+    """A head that the graphs here do not express: it stays in PyTorch."""
+
+
+def _roi_align_function():
+    import torch
+
+    class RoIAlign(torch.autograd.Function):
+        """mmcv's roi_align in eager mode (the exact op mmdet runs); ONNX RoiAlign when exported."""
+
+        @staticmethod
+        def forward(ctx, feat, boxes, batch, out_h, out_w, scale, ratio, aligned):
+            from mmcv.ops import roi_align
+
+            rois = torch.cat([batch.to(boxes.dtype)[:, None], boxes], dim=1)
+            return roi_align(feat, rois, (out_h, out_w), scale, ratio, "avg", aligned)
+
+        @staticmethod
+        def symbolic(g, feat, boxes, batch, out_h, out_w, scale, ratio, aligned):
+            mode = "half_pixel" if aligned else "output_half_pixel"
+            return g.op("RoiAlign", feat, boxes, batch, coordinate_transformation_mode_s=mode, mode_s="avg",
+                        output_height_i=out_h, output_width_i=out_w, sampling_ratio_i=ratio,
+                        spatial_scale_f=scale)
+
+    return RoIAlign
+
+
+def _layer_settings(extractor) -> list[tuple]:
+    """(out_h, out_w, spatial scale, sampling ratio, aligned) of each level's RoIAlign."""
+    if type(extractor).__name__ != "SingleRoIExtractor":
+        raise Unsupported(f"RoI extractor {type(extractor).__name__}")
+    settings = []
+    for layer in extractor.roi_layers:
+        if type(layer).__name__ != "RoIAlign" or getattr(layer, "pool_mode", "avg") != "avg":
+            raise Unsupported(f"RoI layer {type(layer).__name__} ({getattr(layer, 'pool_mode', '')})")
+        h, w = layer.output_size
+        settings.append((int(h), int(w), float(layer.spatial_scale), int(layer.sampling_ratio), bool(layer.aligned)))
+    return settings
+
+
+def _head_module(extractor, head):
+    """levels..., rois -> head(multi-level RoIAlign): SingleRoIExtractor.forward as a graph."""
+    import torch
+
+    align = _roi_align_function()
+    settings = _layer_settings(extractor)
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = head
+
+        def forward(self, *inputs):
+            feats, rois = inputs[:-1], inputs[-1]
+            levels = extractor.map_roi_levels(rois, len(feats))
+            h, w = settings[0][:2]
+            out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], h, w))
+            for i, feat in enumerate(feats):
+                inds = torch.nonzero(levels == i).squeeze(1)
+                picked = rois[inds]
+                pooled = align.apply(feat, picked[:, 1:5], picked[:, 0].long(), *settings[i])
+                out = out.index_put((inds,), pooled)
+            return self.head(out)
+
+    return Head().eval()
+
+
+def _stages(roi_head) -> list[tuple]:
+    """(stage, box extractor, box head, mask extractor, mask head) for every stage, or Unsupported."""
+    kind = type(roi_head).__name__
+    if kind not in ("StandardRoIHead", "CascadeRoIHead"):
+        raise Unsupported(f"RoI head {kind}")
+    if getattr(roi_head, "with_shared_head", False):
+        raise Unsupported("a shared head")
+    if kind == "StandardRoIHead":
+        mask = (roi_head.mask_roi_extractor, roi_head.mask_head) if roi_head.with_mask else (None, None)
+        return [(0, roi_head.bbox_roi_extractor, roi_head.bbox_head, *mask)]
+    stages = []
+    for s in range(roi_head.num_stages):
+        mask = (roi_head.mask_roi_extractor[s], roi_head.mask_head[s]) if roi_head.with_mask else (None, None)
+        stages.append((s, roi_head.bbox_roi_extractor[s], roi_head.bbox_head[s], *mask))
+    return stages
+
+
+def _example_rois(image_hw, count: int = 64):
+    """Boxes of every size in the image, so that every FPN level is picked while tracing."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    h, w = image_hw
+    size = torch.exp(torch.linspace(np.log(8.0), np.log(min(h, w)), count))
+    x1 = torch.rand(count, generator=g) * (w - size).clamp(min=1)
+    y1 = torch.rand(count, generator=g) * (h - size).clamp(min=1)
+    boxes = torch.stack([x1, y1, x1 + size, y1 + size], 1)
+    return torch.cat([torch.zeros(count, 1), boxes], 1)
+
+
+def export(model, feats, image_hw, out_dir: str) -> list[dict]:
+    """The RoI head's graphs written to out_dir; one entry per graph: kind ("bbox" or "mask"),
+    stage, file (a name in out_dir), levels (how many FPN levels it reads). [] when the head
+    is not expressed here (it then runs in PyTorch as a whole)."""
+    roi_head = getattr(model, "roi_head", None)
+    if roi_head is None:
+        return []
+    try:
+        stages = _stages(roi_head)
+        rois = _example_rois(image_hw)
+        graphs = []
+        for stage, box_extractor, box_head, mask_extractor, mask_head in stages:
+            graphs.append(_export_one(box_extractor, box_head, feats, rois, "bbox", stage, out_dir))
+            if mask_head is not None:
+                graphs.append(_export_one(mask_extractor, mask_head, feats, rois, "mask", stage, out_dir))
+    except Unsupported:
+        return []
+    return graphs
+
+
+def _export_one(extractor, head, feats, rois, kind: str, stage: int, out_dir: str) -> dict:
+    import torch
+    from accelflow.formats.detections import quiet
+
+    module = _head_module(extractor, head)
+    levels = int(extractor.num_inputs)
+    args = (*feats[:levels], rois)
+    inputs = [f"feature_{i}" for i in range(levels)] + ["rois"]
+    outputs = ["cls_score", "bbox_pred"] if kind == "bbox" else ["mask_pred"]
+    with torch.no_grad(), quiet():
+        found = module(*args)
+    if kind == "bbox" and (not isinstance(found, tuple) or any(not torch.is_tensor(t) for t in found)):
+        raise Unsupported("a box head without a plain (cls_score, bbox_pred) output")
+    axes = {name: {2: f"{name}_h", 3: f"{name}_w"} for name in inputs[:-1]}
+    axes.update({"rois": {0: "rois"}}, **{name: {0: "rois"} for name in outputs})
+    name = f"roi_{kind}_{stage}.onnx"
+    with torch.no_grad(), quiet():
+        torch.onnx.export(module, args, os.path.join(out_dir, name), input_names=inputs, output_names=outputs,
+                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    return {"kind": kind, "stage": stage, "file": name, "levels": levels}
+
+
+# ------------------------------------------------------------ at post-processing
+
+class HeadGraph:
+    """One head graph in an ONNX Runtime session on the CPU."""
+
+    def __init__(self, path: str, levels: int, threads: int):
+        import onnxruntime as ort
+        from accelflow.formats.onnx_model import session_options
+
+        self.session = ort.InferenceSession(path, session_options(threads, SESSION_CONFIG),
+                                            providers=["CPUExecutionProvider"])
+        self.levels = levels
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, x, rois):
+        import torch
+
+        arrays = [np.ascontiguousarray(f.numpy(), np.float32) for f in x[:self.levels]]
+        arrays.append(np.ascontiguousarray(rois.numpy(), np.float32))
+        return [torch.from_numpy(o) for o in self.session.run(None, dict(zip(self.names, arrays)))]
+
+
+def attach(roi_head, graphs: list[dict], folder: str, threads: int) -> None:
+    """Answer the RoI head's box and mask forwards (per stage) with the graphs (files in folder)."""
+    sessions = {(g["kind"], g["stage"]): HeadGraph(os.path.join(folder, g["file"]), g["levels"], threads)
+                for g in graphs}
+    box = inspect.signature(roi_head._bbox_forward)
+    mask = inspect.signature(roi_head._mask_forward) if getattr(roi_head, "with_mask", False) else None
+
+    def bbox_forward(*args, **kwargs):
+        called = box.bind(*args, **kwargs).arguments
+        cls_score, bbox_pred = sessions["bbox", called.get("stage", 0)](called["x"], called["rois"])
+        return {"cls_score": cls_score, "bbox_pred": bbox_pred, "bbox_feats": None}
+
+    def mask_forward(*args, **kwargs):
+        called = mask.bind(*args, **kwargs).arguments
+        (mask_pred,) = sessions["mask", called.get("stage", 0)](called["x"], called["rois"])
+        return {"mask_preds": mask_pred, "mask_feats": None}
+
+    roi_head._bbox_forward = bbox_forward
+    if mask is not None:
+        roi_head._mask_forward = mask_forward
