@@ -17,37 +17,16 @@ from __future__ import annotations
 import inspect
 import os
 
-import numpy as np
+from accelflow.formats.roi_graphs import HeadGraph, Unsupported, example_rois, export_graph, pool_levels, \
+    roi_align_function, sessions
 
-OPSET = 17  # RoiAlign's coordinate_transformation_mode needs >= 16
-SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}  # as engines/onnxruntime_engine.py
-
-
-class Unsupported(Exception):
-    """A head that the graphs here do not express: it stays in PyTorch."""
+__all__ = ["export", "attach", "HeadGraph", "Unsupported"]
 
 
-def _roi_align_function():
-    import torch
+def _mmcv_roi_align(feat, rois, size, scale, ratio, aligned):
+    from mmcv.ops import roi_align
 
-    class RoIAlign(torch.autograd.Function):
-        """mmcv's roi_align in eager mode (the exact op mmdet runs); ONNX RoiAlign when exported."""
-
-        @staticmethod
-        def forward(ctx, feat, boxes, batch, out_h, out_w, scale, ratio, aligned):
-            from mmcv.ops import roi_align
-
-            rois = torch.cat([batch.to(boxes.dtype)[:, None], boxes], dim=1)
-            return roi_align(feat, rois, (out_h, out_w), scale, ratio, "avg", aligned)
-
-        @staticmethod
-        def symbolic(g, feat, boxes, batch, out_h, out_w, scale, ratio, aligned):
-            mode = "half_pixel" if aligned else "output_half_pixel"
-            return g.op("RoiAlign", feat, boxes, batch, coordinate_transformation_mode_s=mode, mode_s="avg",
-                        output_height_i=out_h, output_width_i=out_w, sampling_ratio_i=ratio,
-                        spatial_scale_f=scale)
-
-    return RoIAlign
+    return roi_align(feat, rois, size, scale, ratio, "avg", aligned)
 
 
 def _layer_settings(extractor) -> list[tuple]:
@@ -67,7 +46,7 @@ def _head_module(extractor, head):
     """levels..., rois -> head(multi-level RoIAlign): SingleRoIExtractor.forward as a graph."""
     import torch
 
-    align = _roi_align_function()
+    align = roi_align_function(_mmcv_roi_align)
     settings = _layer_settings(extractor)
 
     class Head(torch.nn.Module):
@@ -78,14 +57,7 @@ def _head_module(extractor, head):
         def forward(self, *inputs):
             feats, rois = inputs[:-1], inputs[-1]
             levels = extractor.map_roi_levels(rois, len(feats))
-            h, w = settings[0][:2]
-            out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], h, w))
-            for i, feat in enumerate(feats):
-                inds = torch.nonzero(levels == i).squeeze(1)
-                picked = rois[inds]
-                pooled = align.apply(feat, picked[:, 1:5], picked[:, 0].long(), *settings[i])
-                out = out.index_put((inds,), pooled)
-            return self.head(out)
+            return self.head(pool_levels(align, feats, rois, levels, settings))
 
     return Head().eval()
 
@@ -107,19 +79,6 @@ def _stages(roi_head) -> list[tuple]:
     return stages
 
 
-def _example_rois(image_hw, count: int = 64):
-    """Boxes of every size in the image, so that every FPN level is picked while tracing."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    h, w = image_hw
-    size = torch.exp(torch.linspace(np.log(8.0), np.log(min(h, w)), count))
-    x1 = torch.rand(count, generator=g) * (w - size).clamp(min=1)
-    y1 = torch.rand(count, generator=g) * (h - size).clamp(min=1)
-    boxes = torch.stack([x1, y1, x1 + size, y1 + size], 1)
-    return torch.cat([torch.zeros(count, 1), boxes], 1)
-
-
 def export(model, feats, image_hw, out_dir: str) -> list[dict]:
     """The RoI head's graphs written to out_dir; one entry per graph: kind ("bbox" or "mask"),
     stage, file (a name in out_dir), levels (how many FPN levels it reads). [] when the head
@@ -129,7 +88,7 @@ def export(model, feats, image_hw, out_dir: str) -> list[dict]:
         return []
     try:
         stages = _stages(roi_head)
-        rois = _example_rois(image_hw)
+        rois = example_rois(image_hw)
         graphs = []
         for stage, box_extractor, box_head, mask_extractor, mask_head in stages:
             graphs.append(_export_one(box_extractor, box_head, feats, rois, "bbox", stage, out_dir))
@@ -146,59 +105,32 @@ def _export_one(extractor, head, feats, rois, kind: str, stage: int, out_dir: st
 
     module = _head_module(extractor, head)
     levels = int(extractor.num_inputs)
-    args = (*feats[:levels], rois)
-    inputs = [f"feature_{i}" for i in range(levels)] + ["rois"]
-    outputs = ["cls_score", "bbox_pred"] if kind == "bbox" else ["mask_pred"]
     with torch.no_grad(), quiet():
-        found = module(*args)
+        found = module(*feats[:levels], rois)
     if kind == "bbox" and (not isinstance(found, tuple) or any(not torch.is_tensor(t) for t in found)):
         raise Unsupported("a box head without a plain (cls_score, bbox_pred) output")
-    axes = {name: {2: f"{name}_h", 3: f"{name}_w"} for name in inputs[:-1]}
-    axes.update({"rois": {0: "rois"}}, **{name: {0: "rois"} for name in outputs})
     name = f"roi_{kind}_{stage}.onnx"
-    with torch.no_grad(), quiet():
-        torch.onnx.export(module, args, os.path.join(out_dir, name), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    outputs = ["cls_score", "bbox_pred"] if kind == "bbox" else ["mask_pred"]
+    export_graph(module, list(feats[:levels]), rois, outputs, os.path.join(out_dir, name))
     return {"kind": kind, "stage": stage, "file": name, "levels": levels}
 
 
 # ------------------------------------------------------------ at post-processing
 
-class HeadGraph:
-    """One head graph in an ONNX Runtime session on the CPU."""
-
-    def __init__(self, path: str, levels: int, threads: int):
-        import onnxruntime as ort
-        from accelflow.formats.onnx_model import session_options
-
-        self.session = ort.InferenceSession(path, session_options(threads, SESSION_CONFIG),
-                                            providers=["CPUExecutionProvider"])
-        self.levels = levels
-        self.names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, x, rois):
-        import torch
-
-        arrays = [np.ascontiguousarray(f.numpy(), np.float32) for f in x[:self.levels]]
-        arrays.append(np.ascontiguousarray(rois.numpy(), np.float32))
-        return [torch.from_numpy(o) for o in self.session.run(None, dict(zip(self.names, arrays)))]
-
-
 def attach(roi_head, graphs: list[dict], folder: str, threads: int) -> None:
     """Answer the RoI head's box and mask forwards (per stage) with the graphs (files in folder)."""
-    sessions = {(g["kind"], g["stage"]): HeadGraph(os.path.join(folder, g["file"]), g["levels"], threads)
-                for g in graphs}
+    graphs_by_stage = sessions(graphs, folder, threads)
     box = inspect.signature(roi_head._bbox_forward)
     mask = inspect.signature(roi_head._mask_forward) if getattr(roi_head, "with_mask", False) else None
 
     def bbox_forward(*args, **kwargs):
         called = box.bind(*args, **kwargs).arguments
-        cls_score, bbox_pred = sessions["bbox", called.get("stage", 0)](called["x"], called["rois"])
+        cls_score, bbox_pred = graphs_by_stage["bbox", called.get("stage", 0)](called["x"], called["rois"])
         return {"cls_score": cls_score, "bbox_pred": bbox_pred, "bbox_feats": None}
 
     def mask_forward(*args, **kwargs):
         called = mask.bind(*args, **kwargs).arguments
-        (mask_pred,) = sessions["mask", called.get("stage", 0)](called["x"], called["rois"])
+        (mask_pred,) = graphs_by_stage["mask", called.get("stage", 0)](called["x"], called["rois"])
         return {"mask_preds": mask_pred, "mask_feats": None}
 
     roi_head._bbox_forward = bbox_forward
