@@ -83,6 +83,8 @@ D2_CONFIGS = {  # name: (model zoo config, ResNet depth or None for the stock on
     "faster-rcnn-r18": ("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", 18),
     "retinanet-r18": ("COCO-Detection/retinanet_R_50_FPN_3x.yaml", 18),
     "mask-rcnn-r18": ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", 18),
+    "cascade-mask-rcnn-r18": ("Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml", 18),
+    "cascade-mask-rcnn-r50": ("Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml", None),
 }
 
 

@@ -11,9 +11,12 @@ INPUT.FORMAT (BGR by default) pixel values, one image per call:
     input_0[0][image]:float(3*320*320,3*800*1333)
 
 What goes to ONNX: normalisation and zero padding to the backbone's size divisibility (in the
-graph, dynamic sizes) + backbone with FPN. Proposal generation, RoI heads, box decoding and
-NMS run after the engine in PyTorch with Detectron2's own code (`model.inference` with
-`preprocess_image` and the backbone answered by the engine), as for MMDetection.
+graph, dynamic sizes) + backbone with FPN: the feature graph, which the engine runs. The RoI
+heads (pooling, box head and predictor of every cascade stage, mask head) become head graphs
+beside it, run in ONNX Runtime (formats/detectron2_roi_heads.py). Proposal generation, box
+decoding, NMS and mask pasting run after them in PyTorch with Detectron2's own code
+(`model.inference` with `preprocess_image` and the backbone answered by the engine, the RoI
+heads' forwards by the graphs), as for MMDetection.
 Result: one dict per image, bboxes (pred_boxes), scores, labels (pred_classes), masks
 (pred_masks) where the model has a mask head (formats/detections.py).
 """
@@ -27,10 +30,13 @@ import sys
 import numpy as np
 from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, first_line, missing_dependency
 from accelflow.core.modelio import ModelIO, flat_structure
-from accelflow.formats import detections
+from accelflow.formats import detections, detectron2_roi_heads
 from accelflow.formats.detections import quiet as _quiet
 
 NAME = "detectron2"
+# Bumped when the conversion's files change (2: RoI head graphs), so that cached conversions of
+# an older kind are not reused (tasks/convert.py keys on it).
+EXPORT_VERSION = 2
 _LEAF = "input_0[0][image]"
 
 
@@ -142,19 +148,31 @@ def baseline_runner(path: str, spec, io: ModelIO, threads: int, trusted: bool = 
 
 
 def postprocessor(config: str, io: dict, trusted: bool = False):
-    """Detectron2's proposal and RoI heads on the engine's features (formats/detections.py
-    wraps an engine's runner with it)."""
+    """Detectron2's proposals, box decoding and NMS on the engine's features (formats/detections.py
+    wraps an engine's runner with it); the RoI heads run in their ONNX graphs where the
+    conversion wrote them (io.source's `roi_heads`, files beside the config), else in PyTorch."""
     import torch
 
     model = load(config, trusted)
-    names = io["source"]["feature_names"]
+    source = io["source"]
+    names = source["feature_names"]
+    graphs = source.get("roi_heads") or []
+    detections.beside_config(sys.modules[__name__], source)  # plain names: nothing outside the folder
+    if graphs:
+        detectron2_roi_heads.attach(model.roi_heads, graphs, os.path.dirname(config), torch.get_num_threads())
 
     def postprocess(features, arrays):
         feats = {n: torch.from_numpy(np.asarray(f, dtype=np.float32)) for n, f in zip(names, features)}
         image = torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
         return [_instances(r) for r in predict_from_features(model, feats, image)]
 
+    postprocess.label = "detectron2 NMS (torch)" + (", RoI heads (onnxruntime)" if graphs else ", heads (torch)")
     return postprocess
+
+
+def files_beside_config(source: dict) -> list[str]:
+    """The RoI heads' graphs of a conversion: files beside its config (formats/detections.py)."""
+    return [g["file"] for g in source.get("roi_heads") or []]
 
 
 def save_config(config: str, folder: str, trusted: bool = False) -> str:
@@ -215,13 +233,16 @@ def to_onnx(path: str, spec, out_dir: str, example: list, trusted: bool = False)
     graph = _feature_graph(model)
     image = torch.from_numpy(np.ascontiguousarray(example[0], dtype=np.float32))
     with torch.no_grad(), _quiet():
-        names = list(model.backbone(graph_input(model, image)).keys())
+        feats = model.backbone(graph_input(model, image))
         masks = "masks" in _instances(model([{"image": image}])[0])
+    names = list(feats.keys())
     output_names = [f"feature_{n}" for n in names]
     onnx_path, input_names = detections.export_features(graph, image, spec, out_dir, output_names, "Detectron2 backbone")
-    source = {"detector": NAME, "postprocess": "detectron2 proposal/RoI heads, box decoding and NMS in torch",
+    roi_heads = detectron2_roi_heads.export(model, feats, image.shape[-2:], out_dir)
+    heads = "RoI heads in onnxruntime" if roi_heads else "RoI heads (if any) in torch"
+    source = {"detector": NAME, "postprocess": f"{heads}; proposals, box decoding and NMS in torch (detectron2)",
               **detections.own_copies(sys.modules[__name__], path, out_dir, trusted),
-              "feature_names": names, "score_thr": score_threshold(model.cfg),
+              "roi_heads": roi_heads, "feature_names": names, "score_thr": score_threshold(model.cfg),
               "max_detections": int(model.cfg.TEST.DETECTIONS_PER_IMAGE),
               "detections_structure": detections.output_structure(1, masks)}
     return onnx_path, ModelIO(input_names, output_names, flat_structure(len(output_names)), source)
