@@ -11,7 +11,8 @@ INPUT.FORMAT (BGR by default) pixel values, one image per call:
     input_0[0][image]:float(3*320*320,3*800*1333)
 
 What goes to ONNX: normalisation and zero padding to the backbone's size divisibility (in the
-graph, dynamic sizes) + backbone with FPN: the feature graph, which the engine runs. The RoI
+graph, dynamic sizes) + backbone with FPN + the RPN head's convolutions (StandardRPNHead):
+the feature graph, which the engine runs. The RoI
 heads (pooling, box head and predictor of every cascade stage, mask head) become head graphs
 beside it, run in ONNX Runtime (formats/detectron2_roi_heads.py). Proposal generation, box
 decoding, NMS and mask pasting run after them in PyTorch with Detectron2's own code
@@ -34,9 +35,10 @@ from accelflow.formats import detections, detectron2_roi_heads
 from accelflow.formats.detections import quiet as _quiet
 
 NAME = "detectron2"
-# Bumped when the conversion's files change (2: RoI head graphs), so that cached conversions of
-# an older kind are not reused (tasks/convert.py keys on it).
-EXPORT_VERSION = 2
+# Bumped when the conversion's files change (2: RoI head graphs; 3: the RPN head's convolutions
+# in the feature graph), so that cached conversions of an older kind are not reused
+# (tasks/convert.py keys on it).
+EXPORT_VERSION = 3
 _LEAF = "input_0[0][image]"
 
 
@@ -161,10 +163,15 @@ def postprocessor(config: str, io: dict, trusted: bool = False):
     if graphs:
         detectron2_roi_heads.attach(model.roi_heads, graphs, os.path.dirname(config), torch.get_num_threads())
 
-    def postprocess(features, arrays):
-        feats = {n: torch.from_numpy(np.asarray(f, dtype=np.float32)) for n, f in zip(names, features)}
+    rpn_levels = source.get("rpn_levels") or 0
+
+    def postprocess(outputs, arrays):
+        tensors = [torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in outputs]
+        feats = dict(zip(names, tensors))
+        at = len(names)
+        rpn_maps = (tensors[at:at + rpn_levels], tensors[at + rpn_levels:at + 2 * rpn_levels]) if rpn_levels else None
         image = torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
-        return [_instances(r) for r in predict_from_features(model, feats, image)]
+        return [_instances(r) for r in predict_from_features(model, feats, image, rpn_maps)]
 
     postprocess.label = "detectron2 NMS (torch)" + (", RoI heads (onnxruntime)" if graphs else ", heads (torch)")
     return postprocess
@@ -187,8 +194,10 @@ def save_config(config: str, folder: str, trusted: bool = False) -> str:
     return target
 
 
-def predict_from_features(model, feats: dict, image):
-    """`model.inference` with preprocessing and the backbone answered by the engine's `feats`."""
+def predict_from_features(model, feats: dict, image, rpn_maps=None):
+    """`model.inference` with preprocessing and the backbone answered by the engine's `feats`,
+    and the RPN head by `rpn_maps` (objectness logits, anchor deltas: lists per level) where
+    the engine computed them too."""
     import torch
     from detectron2.structures import ImageList
 
@@ -197,15 +206,27 @@ def predict_from_features(model, feats: dict, image):
     padded = torch.empty((1, image.shape[0], -(-h // d) * d, -(-w // d) * d))  # shape only, never read
     model.preprocess_image = lambda _inputs: ImageList(padded, [(h, w)])
     model.backbone.forward = lambda _tensor: feats
+    if rpn_maps is not None:
+        model.proposal_generator.rpn_head.forward = lambda _features: (list(rpn_maps[0]), list(rpn_maps[1]))
     try:
         with torch.no_grad(), _quiet():
             return model([{"image": image}])
     finally:
         del model.preprocess_image
         del model.backbone.forward
+        if rpn_maps is not None:
+            del model.proposal_generator.rpn_head.forward
 
 
-def _feature_graph(model):
+def _rpn_in_graph(model) -> bool:
+    """A StandardRPNHead, whose forward is convolutions only: it goes into the feature graph."""
+    rpn = getattr(model, "proposal_generator", None)
+    return rpn is not None and type(getattr(rpn, "rpn_head", None)).__name__ == "StandardRPNHead"
+
+
+def _feature_graph(model, rpn: bool = False):
+    """normalise, pad, backbone (+ FPN) as one module taking one CHW image; with `rpn`, the RPN
+    head's objectness logits and then its anchor deltas (one map per level) follow the features."""
     import torch
     import torch.nn.functional as F
 
@@ -220,7 +241,12 @@ def _feature_graph(model):
             h, w = x.shape[-2], x.shape[-1]
             d = self.divisor
             x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d)).unsqueeze(0)
-            return tuple(self.model.backbone(x).values())
+            feats = self.model.backbone(x)
+            if not rpn:
+                return tuple(feats.values())
+            generator = self.model.proposal_generator
+            logits, deltas = generator.rpn_head([feats[f] for f in generator.in_features])
+            return (*feats.values(), *logits, *deltas)
 
     return _Features().eval()
 
@@ -230,17 +256,22 @@ def to_onnx(path: str, spec, out_dir: str, example: list, trusted: bool = False)
 
     check_spec(spec)
     model = load(path, trusted)
-    graph = _feature_graph(model)
+    rpn = _rpn_in_graph(model)
+    graph = _feature_graph(model, rpn)
     image = torch.from_numpy(np.ascontiguousarray(example[0], dtype=np.float32))
     with torch.no_grad(), _quiet():
         feats = model.backbone(graph_input(model, image))
         masks = "masks" in _instances(model([{"image": image}])[0])
     names = list(feats.keys())
     output_names = [f"feature_{n}" for n in names]
+    rpn_levels = len(model.proposal_generator.in_features) if rpn else 0
+    output_names += [f"rpn_{kind}_{i}" for kind in ("objectness", "deltas") for i in range(rpn_levels)]
     onnx_path, input_names = detections.export_features(graph, image, spec, out_dir, output_names, "Detectron2 backbone")
     roi_heads = detectron2_roi_heads.export(model, feats, image.shape[-2:], out_dir)
-    heads = "RoI heads in onnxruntime" if roi_heads else "RoI heads (if any) in torch"
+    heads = ("RPN head convolutions in the engine, " if rpn else "") + (
+        "RoI heads in onnxruntime" if roi_heads else "RoI heads (if any) in torch")
     source = {"detector": NAME, "postprocess": f"{heads}; proposals, box decoding and NMS in torch (detectron2)",
+              "rpn_levels": rpn_levels,
               **detections.own_copies(sys.modules[__name__], path, out_dir, trusted),
               "roi_heads": roi_heads, "feature_names": names, "score_thr": score_threshold(model.cfg),
               "max_detections": int(model.cfg.TEST.DETECTIONS_PER_IMAGE),

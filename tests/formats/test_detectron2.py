@@ -229,6 +229,14 @@ def _torch_head(roi_heads, graph, levels, rois):
 
 
 @needs_detectron2
+def test_the_rpn_head_runs_in_the_feature_graph(converted_heads):
+    _, io = converted_heads["faster-rcnn-r18"]
+    assert io.source["rpn_levels"] == 5  # objectness logits and anchor deltas per FPN level (p2-p6)
+    assert io.output_names[len(io.source["feature_names"]):] == [
+        f"rpn_{kind}_{i}" for kind in ("objectness", "deltas") for i in range(5)]
+
+
+@needs_detectron2
 @pytest.mark.parametrize("name", HEAD_NAMES)
 def test_features_plus_head_graphs_give_the_original_detections(detectors, name, tmp_path):
     found, accuracy = features_plus_heads_match(detectron2_model, detectors[name], tensor_info.parse(SPEC),
