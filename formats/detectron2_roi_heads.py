@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import os
 
-from accelflow.formats.roi_graphs import Unsupported, example_rois, export_graph, pool_levels, roi_align_function, \
-    sessions
+from accelflow.formats.roi_graphs import Unsupported, example_rois, export_graph, head_module, sessions
 
 __all__ = ["export", "attach"]
 _HEADS = ("StandardROIHeads", "CascadeROIHeads")
@@ -43,37 +42,25 @@ def _pooler_settings(pooler) -> list[tuple]:
     return settings
 
 
-def _levels(pooler, rois):
-    """detectron2.modeling.poolers.assign_boxes_to_levels on (N, 5) rois (FPN paper, eqn. 1)."""
+def _levels(pooler):
+    """detectron2.modeling.poolers.assign_boxes_to_levels on (N, 5) rois (FPN paper, eqn. 1);
+    all on the one level of a single-level pooler."""
     import torch
 
-    boxes = rois[:, 1:5]
-    sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    levels = torch.floor(pooler.canonical_level + torch.log2(sizes / pooler.canonical_box_size + 1e-8))
-    return torch.clamp(levels, min=pooler.min_level, max=pooler.max_level).to(torch.int64) - pooler.min_level
+    def assign(rois, count: int):
+        if count == 1:
+            return torch.zeros_like(rois[:, 0], dtype=torch.int64)
+        boxes = rois[:, 1:5]
+        sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        levels = torch.floor(pooler.canonical_level + torch.log2(sizes / pooler.canonical_box_size + 1e-8))
+        return torch.clamp(levels, min=pooler.min_level, max=pooler.max_level).to(torch.int64) - pooler.min_level
+
+    return assign
 
 
 def _head_module(pooler, head):
     """levels..., rois -> head(ROIPooler(levels, rois)) as one module."""
-    import torch
-
-    align = roi_align_function(_torchvision_roi_align)
-    settings = _pooler_settings(pooler)
-
-    class Head(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = head
-
-        def forward(self, *inputs):
-            feats, rois = inputs[:-1], inputs[-1]
-            if len(feats) == 1:
-                levels = torch.zeros_like(rois[:, 0], dtype=torch.int64)
-            else:
-                levels = _levels(pooler, rois)
-            return self.head(pool_levels(align, feats, rois, levels, settings))
-
-    return Head().eval()
+    return head_module(_torchvision_roi_align, _pooler_settings(pooler), _levels(pooler), head)
 
 
 def _box_head(box_head, box_predictor):

@@ -17,8 +17,7 @@ from __future__ import annotations
 import inspect
 import os
 
-from accelflow.formats.roi_graphs import HeadGraph, Unsupported, example_rois, export_graph, pool_levels, \
-    roi_align_function, sessions
+from accelflow.formats.roi_graphs import HeadGraph, Unsupported, example_rois, export_graph, head_module, sessions
 
 __all__ = ["export", "attach", "HeadGraph", "Unsupported"]
 
@@ -44,22 +43,7 @@ def _layer_settings(extractor) -> list[tuple]:
 
 def _head_module(extractor, head):
     """levels..., rois -> head(multi-level RoIAlign): SingleRoIExtractor.forward as a graph."""
-    import torch
-
-    align = roi_align_function(_mmcv_roi_align)
-    settings = _layer_settings(extractor)
-
-    class Head(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = head
-
-        def forward(self, *inputs):
-            feats, rois = inputs[:-1], inputs[-1]
-            levels = extractor.map_roi_levels(rois, len(feats))
-            return self.head(pool_levels(align, feats, rois, levels, settings))
-
-    return Head().eval()
+    return head_module(_mmcv_roi_align, _layer_settings(extractor), extractor.map_roi_levels, head)
 
 
 def _stages(roi_head) -> list[tuple]:

@@ -42,6 +42,26 @@ def roi_align_function(eager):
     return RoIAlign
 
 
+def head_module(eager_align, settings: list[tuple], assign_levels, head):
+    """levels..., rois -> head(multi-level RoIAlign) as one module: `assign_levels(rois, count)`
+    gives each RoI's level (the framework's own rule), `eager_align` is the framework's RoIAlign
+    (see roi_align_function), `settings` each level's (out_h, out_w, scale, ratio, aligned)."""
+    import torch
+
+    align = roi_align_function(eager_align)
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = head
+
+        def forward(self, *inputs):
+            feats, rois = inputs[:-1], inputs[-1]
+            return self.head(pool_levels(align, feats, rois, assign_levels(rois, len(feats)), settings))
+
+    return Head().eval()
+
+
 def pool_levels(align, feats, rois, levels, settings):
     """Multi-level RoIAlign: each RoI pooled from the level `levels` assigns it (index into feats),
     with that level's (out_h, out_w, scale, ratio, aligned) from `settings`."""

@@ -77,3 +77,24 @@ def conversion_cache_holds_its_own_copies(fmt, config: str, spec, tmp_path, monk
     assert not miss.cached and os.path.dirname(miss.onnx_path) != entry
     assert filecmp.cmp(miss.io["source"]["checkpoint"], checkpoint_c, shallow=False)
     assert not filecmp.cmp(miss.io["source"]["checkpoint"], source["checkpoint"], shallow=False)
+
+
+def packaged_result_runs_its_head_graphs(fmt, onnx_path: str, io, spec, tmp_path) -> None:
+    """detections.package copies the RoI head graphs beside the result's config; the candidate
+    built from the result folder runs them (its label says so) and gives the conversion's
+    detections exactly."""
+    import os
+
+    located = detections.located(io.to_dict(), os.path.dirname(onnx_path))
+    model_dir = str(tmp_path / "model")
+    packaged = detections.package(fmt, model_dir, located)
+    for graph in io.source["roi_heads"]:
+        assert os.path.isfile(os.path.join(model_dir, detections.RESULT_DIR, graph["file"]))
+    runner = onnx_model.OrtRunner(onnx_path, io, 2)
+    from_result = detections.candidate(fmt, runner, packaged, 2, folder=model_dir)
+    in_task = detections.candidate(fmt, runner, located, 2)
+    assert "RoI heads (onnxruntime)" in from_result.label
+    _, arrays = detections.image_draws(spec, 1)[0]
+    accuracy = detections.compare([run_arrays(in_task, arrays)], [run_arrays(from_result, arrays)],
+                                  io.source["detections_structure"], detections.tolerances("lossless"))
+    assert accuracy.passed and accuracy.outputs[0].max_abs_diff == 0.0, accuracy.reason

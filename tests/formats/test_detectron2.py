@@ -10,9 +10,10 @@ import os
 import numpy as np
 import pytest
 from accelflow.core import tensor_info
-from accelflow.formats import detect_format, detections, detectron2_model, detectron2_roi_heads, onnx_model, roi_graphs
+from accelflow.formats import detect_format, detections, detectron2_model, detectron2_roi_heads, roi_graphs
 
-from tests.detector_checks import conversion_cache_holds_its_own_copies, features_plus_heads_match
+from tests.detector_checks import (conversion_cache_holds_its_own_copies, features_plus_heads_match,
+                                   packaged_result_runs_its_head_graphs)
 
 
 def _detectron2_missing() -> str:
@@ -248,24 +249,8 @@ def test_features_plus_head_graphs_give_the_original_detections(detectors, name,
 
 @needs_detectron2
 def test_a_packaged_result_carries_and_uses_its_head_graphs(converted_heads, tmp_path):
-    """detections.package copies the graphs beside the result's config; the candidate built
-    from the result folder runs them (its label says so) and gives the conversion's detections."""
-    from accelflow.core.runner import run_arrays
-
     onnx_path, io = converted_heads["cascade-mask-rcnn-r18"]
-    located = detections.located(io.to_dict(), os.path.dirname(onnx_path))
-    model_dir = str(tmp_path / "model")
-    packaged = detections.package(detectron2_model, model_dir, located)
-    for graph in io.source["roi_heads"]:
-        assert os.path.isfile(os.path.join(model_dir, detections.RESULT_DIR, graph["file"]))
-    runner = onnx_model.OrtRunner(onnx_path, io, 2)
-    from_result = detections.candidate(detectron2_model, runner, packaged, 2, folder=model_dir)
-    in_task = detections.candidate(detectron2_model, runner, located, 2)
-    assert "RoI heads (onnxruntime)" in from_result.label
-    _, arrays = detections.image_draws(tensor_info.parse(SPEC), 1)[0]
-    accuracy = detections.compare([run_arrays(in_task, arrays)], [run_arrays(from_result, arrays)],
-                                  io.source["detections_structure"], detections.tolerances("lossless"))
-    assert accuracy.passed and accuracy.outputs[0].max_abs_diff == 0.0, accuracy.reason
+    packaged_result_runs_its_head_graphs(detectron2_model, onnx_path, io, tensor_info.parse(SPEC), tmp_path)
 
 
 @needs_detectron2

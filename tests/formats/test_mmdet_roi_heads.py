@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 from accelflow.core import tensor_info
-from accelflow.formats import detections, mmdet_model, mmdet_roi_heads, onnx_model
+from accelflow.formats import detections, mmdet_model, mmdet_roi_heads
 
-from tests.detector_checks import features_plus_heads_match
+from tests.detector_checks import features_plus_heads_match, packaged_result_runs_its_head_graphs
 from tests.formats.test_mmdet import MISSING, SPEC
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "installed")
@@ -99,24 +99,8 @@ def test_cascade_mask_rcnn_from_the_graphs_gives_the_original_detections(detecto
 
 
 def test_a_packaged_result_carries_and_uses_its_head_graphs(converted, tmp_path):
-    """detections.package copies the graphs beside the result's config; the candidate built
-    from the result folder runs them (its label says so) and gives the conversion's detections."""
     onnx_path, io = converted["faster-rcnn-r18"]
-    located = detections.located(io.to_dict(), os.path.dirname(onnx_path))
-    model_dir = str(tmp_path / "model")
-    packaged = detections.package(mmdet_model, model_dir, located)
-    for graph in io.source["roi_heads"]:
-        assert os.path.isfile(os.path.join(model_dir, detections.RESULT_DIR, graph["file"]))
-    runner = onnx_model.OrtRunner(onnx_path, io, 2)
-    from_result = detections.candidate(mmdet_model, runner, packaged, 2, folder=model_dir)
-    in_task = detections.candidate(mmdet_model, runner, located, 2)
-    assert "RoI heads (onnxruntime)" in from_result.label
-    _, arrays = detections.image_draws(tensor_info.parse(SPEC), 1)[0]
-    from accelflow.core.runner import run_arrays
-
-    accuracy = detections.compare([run_arrays(in_task, arrays)], [run_arrays(from_result, arrays)],
-                                  io.source["detections_structure"], detections.tolerances("lossless"))
-    assert accuracy.passed and accuracy.outputs[0].max_abs_diff == 0.0, accuracy.reason
+    packaged_result_runs_its_head_graphs(mmdet_model, onnx_path, io, tensor_info.parse(SPEC), tmp_path)
 
 
 def test_head_graph_names_must_be_plain_file_names(converted):
