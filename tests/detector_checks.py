@@ -98,3 +98,16 @@ def packaged_result_runs_its_head_graphs(fmt, onnx_path: str, io, spec, tmp_path
     accuracy = detections.compare([run_arrays(in_task, arrays)], [run_arrays(from_result, arrays)],
                                   io.source["detections_structure"], detections.tolerances("lossless"))
     assert accuracy.passed and accuracy.outputs[0].max_abs_diff == 0.0, accuracy.reason
+
+
+def random_rois(h: int, w: int, count: int, small_only: bool = False):
+    """Random boxes of many sizes (or only small ones: the coarser levels get no RoI)."""
+    import torch
+
+    g = torch.Generator().manual_seed(count)
+    top = 40.0 if small_only else float(min(h, w))
+    size = 4 + torch.rand(count, 2, generator=g) * (top - 4)
+    x1 = torch.rand(count, generator=g) * (w - 4)
+    y1 = torch.rand(count, generator=g) * (h - 4)
+    boxes = torch.stack([x1, y1, (x1 + size[:, 0]).clamp(max=w), (y1 + size[:, 1]).clamp(max=h)], 1)
+    return torch.cat([torch.zeros(count, 1), boxes], 1)

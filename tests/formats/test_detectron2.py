@@ -13,7 +13,7 @@ from accelflow.core import tensor_info
 from accelflow.formats import detect_format, detections, detectron2_model, detectron2_roi_heads, roi_graphs
 
 from tests.detector_checks import (conversion_cache_holds_its_own_copies, features_plus_heads_match,
-                                   packaged_result_runs_its_head_graphs)
+                                   packaged_result_runs_its_head_graphs, random_rois)
 
 
 def _detectron2_missing() -> str:
@@ -171,19 +171,6 @@ def converted_heads(detectors, tmp_path_factory):
     return found
 
 
-def _rois(h: int, w: int, count: int, small_only: bool = False):
-    """Random boxes of many sizes (or only small ones: the coarser levels get no RoI)."""
-    import torch
-
-    g = torch.Generator().manual_seed(count)
-    top = 40.0 if small_only else float(min(h, w))
-    size = 4 + torch.rand(count, 2, generator=g) * (top - 4)
-    x1 = torch.rand(count, generator=g) * (w - 4)
-    y1 = torch.rand(count, generator=g) * (h - 4)
-    boxes = torch.stack([x1, y1, (x1 + size[:, 0]).clamp(max=w), (y1 + size[:, 1]).clamp(max=h)], 1)
-    return torch.cat([torch.zeros(count, 1), boxes], 1)
-
-
 def _features(model, shape):
     import torch
 
@@ -201,7 +188,7 @@ def test_each_head_graph_gives_the_pytorch_heads_outputs(detectors, converted_he
         {("bbox", 0)} if name == "faster-rcnn-r18" else {("bbox", 0), ("bbox", 1), ("bbox", 2), ("mask", 0)})
     model = detectron2_model.load(detectors[name])
     feats = _features(model, (3, 320, 384))
-    for rois in (_rois(320, 384, 300), _rois(320, 384, 7, small_only=True)):
+    for rois in (random_rois(320, 384, 300), random_rois(320, 384, 7, small_only=True)):
         for graph in graphs:
             levels = [feats[f] for f in graph["in_features"]]
             want = _torch_head(model.roi_heads, graph, levels, rois)

@@ -11,7 +11,7 @@ import pytest
 from accelflow.core import tensor_info
 from accelflow.formats import detections, mmdet_model, mmdet_roi_heads
 
-from tests.detector_checks import features_plus_heads_match, packaged_result_runs_its_head_graphs
+from tests.detector_checks import features_plus_heads_match, packaged_result_runs_its_head_graphs, random_rois
 from tests.formats.test_mmdet import MISSING, SPEC
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "installed")
@@ -36,19 +36,6 @@ def converted(detectors, tmp_path_factory):
     return found
 
 
-def _rois(h: int, w: int, count: int, small_only: bool = False):
-    """Random boxes of many sizes (or only small ones: the coarser levels get no RoI)."""
-    import torch
-
-    g = torch.Generator().manual_seed(count)
-    top = 40.0 if small_only else float(min(h, w))
-    size = 4 + torch.rand(count, 2, generator=g) * (top - 4)
-    x1 = torch.rand(count, generator=g) * (w - 4)
-    y1 = torch.rand(count, generator=g) * (h - 4)
-    boxes = torch.stack([x1, y1, (x1 + size[:, 0]).clamp(max=w), (y1 + size[:, 1]).clamp(max=h)], 1)
-    return torch.cat([torch.zeros(count, 1), boxes], 1)
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_each_head_graph_gives_the_pytorch_heads_outputs(detectors, converted, name):
     import torch
@@ -63,7 +50,7 @@ def test_each_head_graph_gives_the_pytorch_heads_outputs(detectors, converted, n
     with torch.no_grad():
         feats = mmdet_model._feature_graph(model)(torch.from_numpy(image))
     folder = os.path.dirname(onnx_path)
-    for rois in (_rois(320, 384, 300), _rois(320, 384, 7, small_only=True)):
+    for rois in (random_rois(320, 384, 300), random_rois(320, 384, 7, small_only=True)):
         for graph in graphs:
             want = _torch_head(model.roi_head, graph, feats, rois)
             got = mmdet_roi_heads.HeadGraph(os.path.join(folder, graph["file"]), graph["levels"], 2)(feats, rois)
