@@ -46,7 +46,7 @@ class Int8Builds:
         kept = f", {len(excluded)} kept in float" if excluded else ""
         self.progress.say(f"    quantized {self.quantized.quantized_ops} operations to INT8{kept} "
                           f"(calibration: {self.quantized.calibration})")
-        ctx = replace(self.ctx, onnx_path=self.quantized.onnx_path)
+        ctx = replace(self.ctx, onnx_path=self.quantized.onnx_path, io=self.quantized.io(self.ctx.io))
         built = []
         for engine, precision in pairs:
             b = steps.build_candidate(ctx, engine.NAME, precision, self.pool, variant)

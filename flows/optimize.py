@@ -151,7 +151,7 @@ def _package(request, fetched, chosen, converted, report, dest: Destination, poo
     from accelflow.tasks.manifest import manifest_for
 
     manifest = manifest_for(request.name, request, fetched, chosen, converted, report)
-    manifest["io"] = pool.call(package.detector_files, chosen.folder, manifest["io"], pool)
+    manifest["io"] = pool.call(package.detector_files, chosen.folder, chosen.io or manifest["io"], pool)
     package.package_result(dest.staging, chosen.folder, manifest, report, write_report)
     return publish_result(dest, request, fetched, report)
 

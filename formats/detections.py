@@ -213,7 +213,8 @@ def candidate(fmt, engine_runner, io: dict, threads: int, folder: str | None = N
     paths during a task (the conversion's own copies, see `own_copies`), paths relative to the
     result's model folder `folder` once packaged. A result's config is checked like a model's
     before it is read (`trusted`: accelflow.load(..., trust_model_code=True)).
-    `postprocessors` (config path -> heads) lets candidates of one task share the loaded heads.
+    `postprocessors` ((config path, head graphs folder) -> heads) lets candidates of one task
+    share the loaded heads.
     """
     import torch
 
@@ -221,11 +222,13 @@ def candidate(fmt, engine_runner, io: dict, threads: int, folder: str | None = N
     if folder is not None:
         _inside(config, folder)
         check_result_config(fmt, config, trusted)
+        _no_head_graphs_dir(io, folder)
     torch.set_num_threads(threads)
     postprocessors = {} if postprocessors is None else postprocessors
-    if config not in postprocessors:
-        postprocessors[config] = fmt.postprocessor(config, io, trusted=trusted)
-    postprocess = postprocessors[config]
+    key = (config, io["source"].get(HEAD_GRAPHS_DIR))  # an INT8 candidate's heads are other graphs
+    if key not in postprocessors:
+        postprocessors[key] = fmt.postprocessor(config, io, trusted=trusted)
+    postprocess = postprocessors[key]
     label = getattr(postprocess, "label", f"{fmt.NAME} heads/NMS (torch)")  # what runs where
     return DetectionCandidate(engine_runner, postprocess, label)
 
@@ -236,6 +239,29 @@ def _inside(path: str, folder: str) -> None:
     real, home = os.path.realpath(path), os.path.realpath(folder)
     if os.path.commonpath([real, home]) != home:
         raise EngineError(f"{folder}: the manifest's detector config {path} is outside the result folder.")
+
+
+def _no_head_graphs_dir(io: dict, folder: str) -> None:
+    from accelflow.core.errors import EngineError
+
+    if io["source"].get(HEAD_GRAPHS_DIR):  # a result's graphs lie beside its config, nowhere else
+        raise EngineError(f"{folder}: the manifest's detector io names a head graphs folder; a result's "
+                          "head graphs lie beside its config.")
+
+
+# During a task, an INT8 candidate's quantized head graphs lie in its own folder, named by
+# io.source[HEAD_GRAPHS_DIR]; a conversion's (and a result's) lie beside the config.
+HEAD_GRAPHS_DIR = "head_graphs_dir"
+
+
+def head_graphs_folder(source: dict, config: str) -> str:
+    """Where the files of io.source's `roi_heads` are."""
+    return source.get(HEAD_GRAPHS_DIR) or os.path.dirname(config)
+
+
+def with_head_graphs(io: dict, graphs: list[dict], folder: str) -> dict:
+    """A conversion's io whose RoI heads are `graphs` (entries like `roi_heads`'), files in `folder`."""
+    return dict(io, source=dict(io["source"], roi_heads=graphs, **{HEAD_GRAPHS_DIR: folder}))
 
 
 def own_copies(fmt, config: str, out_dir: str, trusted: bool = False) -> dict:
@@ -268,10 +294,13 @@ def package(fmt, model_dir: str, io: dict, trusted: bool = False) -> dict:
     config = fmt.save_config(io["source"]["config"], target, trusted)
     checkpoint = os.path.splitext(config)[0] + ".pth"  # named like the config: found beside it
     shutil.copyfile(io["source"]["checkpoint"], checkpoint)
-    for name in beside_config(fmt, io["source"]):  # the heads' graphs, found beside the config
-        shutil.copyfile(os.path.join(os.path.dirname(io["source"]["config"]), name), os.path.join(target, name))
+    source = dict(io["source"])
+    graphs = head_graphs_folder(source, source["config"])
+    for name in beside_config(fmt, source):  # the heads' graphs: beside the config in a result
+        shutil.copyfile(os.path.join(graphs, name), os.path.join(target, name))
+    source.pop(HEAD_GRAPHS_DIR, None)
     relative = {"config": os.path.relpath(config, model_dir), "checkpoint": os.path.relpath(checkpoint, model_dir)}
-    return dict(io, source=dict(io["source"], **relative))
+    return dict(io, source=dict(source, **relative))
 
 
 def beside_config(fmt, source: dict) -> list[str]:

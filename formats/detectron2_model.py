@@ -33,6 +33,7 @@ from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, fi
 from accelflow.core.modelio import ModelIO, flat_structure
 from accelflow.formats import detections, detectron2_roi_heads
 from accelflow.formats.detections import quiet as _quiet
+from accelflow.formats.roi_graphs import heads_label
 
 NAME = "detectron2"
 # Bumped when the conversion's files change (2: RoI head graphs; 3: the RPN head's convolutions
@@ -152,7 +153,7 @@ def baseline_runner(path: str, spec, io: ModelIO, threads: int, trusted: bool = 
 def postprocessor(config: str, io: dict, trusted: bool = False):
     """Detectron2's proposals, box decoding and NMS on the engine's features (formats/detections.py
     wraps an engine's runner with it); the RoI heads run in their ONNX graphs where the
-    conversion wrote them (io.source's `roi_heads`, files beside the config), else in PyTorch."""
+    conversion wrote them (io.source's `roi_heads`, see detections.head_graphs_folder), else in PyTorch."""
     import torch
 
     model = load(config, trusted)
@@ -160,8 +161,8 @@ def postprocessor(config: str, io: dict, trusted: bool = False):
     names = source["feature_names"]
     graphs = source.get("roi_heads") or []
     detections.beside_config(sys.modules[__name__], source)  # plain names: nothing outside the folder
-    if graphs:
-        detectron2_roi_heads.attach(model.roi_heads, graphs, os.path.dirname(config), torch.get_num_threads())
+    folder = detections.head_graphs_folder(source, config)
+    sessions = detectron2_roi_heads.attach(model.roi_heads, graphs, folder, torch.get_num_threads()) if graphs else {}
 
     rpn_levels = source.get("rpn_levels") or 0
 
@@ -173,7 +174,8 @@ def postprocessor(config: str, io: dict, trusted: bool = False):
         image = torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
         return [_instances(r) for r in predict_from_features(model, feats, image, rpn_maps)]
 
-    postprocess.label = "detectron2 NMS (torch)" + (", RoI heads (onnxruntime)" if graphs else ", heads (torch)")
+    postprocess.label = "detectron2 NMS (torch)" + (f", {heads_label(graphs)}" if graphs else ", heads (torch)")
+    postprocess.head_graphs = sessions  # (kind, stage) -> HeadGraph: INT8 calibration records their feeds
     return postprocess
 
 

@@ -154,9 +154,10 @@ def _rois(box_lists):
     return convert_boxes_to_pooler_format(box_lists)
 
 
-def attach(roi_heads, graphs: list[dict], folder: str, threads: int) -> None:
+def attach(roi_heads, graphs: list[dict], folder: str, threads: int) -> dict:
     """Answer the RoI heads' box stages and mask head with the graphs (files in folder):
-    StandardROIHeads._forward_box / CascadeROIHeads._run_stage, and _forward_mask."""
+    StandardROIHeads._forward_box / CascadeROIHeads._run_stage, and _forward_mask. The
+    HeadGraph sessions, by (kind, stage)."""
     from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
 
     graph = sessions(graphs, folder, threads)
@@ -180,3 +181,4 @@ def attach(roi_heads, graphs: list[dict], folder: str, threads: int) -> None:
         roi_heads._forward_box = forward_box
     if ("mask", 0) in graph:
         roi_heads._forward_mask = forward_mask
+    return graph

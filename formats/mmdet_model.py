@@ -39,6 +39,7 @@ from accelflow.core.errors import ModelMismatchError, UnsupportedFormatError, fi
 from accelflow.core.modelio import ModelIO, flat_structure
 from accelflow.formats import detections, mmdet_roi_heads
 from accelflow.formats.detections import quiet as _quiet
+from accelflow.formats.roi_graphs import heads_label
 
 NAME = "mmdet"
 # Bumped when the conversion's files change (2: RoI head graphs, dense head in the feature graph),
@@ -454,7 +455,7 @@ def postprocessor(config: str, io: dict, trusted: bool = False):
     """MMDetection's box decoding and NMS on the engine's outputs (formats/detections.py wraps an
     engine's runner with it): the FPN features, then the dense head's maps where the feature
     graph holds them; the RoI heads run in their ONNX graphs where the conversion wrote them
-    (io.source's `roi_heads`, files beside the config), else in PyTorch."""
+    (io.source's `roi_heads`, see detections.head_graphs_folder), else in PyTorch."""
     import torch
 
     model = load(config, trusted)
@@ -462,8 +463,8 @@ def postprocessor(config: str, io: dict, trusted: bool = False):
     source = io.get("source") or {}
     graphs = source.get("roi_heads") or []
     detections.beside_config(sys.modules[__name__], source)  # plain names: nothing outside the folder
-    if graphs:
-        mmdet_roi_heads.attach(model.roi_head, graphs, os.path.dirname(config), torch.get_num_threads())
+    folder = detections.head_graphs_folder(source, config)
+    sessions = mmdet_roi_heads.attach(model.roi_head, graphs, folder, torch.get_num_threads()) if graphs else {}
     split = _Split(source.get("features"), source.get("dense_head"))
 
     def postprocess(outputs, arrays):
@@ -472,7 +473,8 @@ def postprocessor(config: str, io: dict, trusted: bool = False):
         samples = [_sample(arrays[0].shape, divisor)]
         return [_instances(s) for s in predict_from_features(model, feats, samples, maps)]
 
-    postprocess.label = "mmdet NMS (torch)" + (", RoI heads (onnxruntime)" if graphs else ", heads (torch)")
+    postprocess.label = "mmdet NMS (torch)" + (f", {heads_label(graphs)}" if graphs else ", heads (torch)")
+    postprocess.head_graphs = sessions  # (kind, stage) -> HeadGraph: INT8 calibration records their feeds
     return postprocess
 
 

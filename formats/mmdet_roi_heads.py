@@ -101,8 +101,9 @@ def _export_one(extractor, head, feats, rois, kind: str, stage: int, out_dir: st
 
 # ------------------------------------------------------------ at post-processing
 
-def attach(roi_head, graphs: list[dict], folder: str, threads: int) -> None:
-    """Answer the RoI head's box and mask forwards (per stage) with the graphs (files in folder)."""
+def attach(roi_head, graphs: list[dict], folder: str, threads: int) -> dict:
+    """Answer the RoI head's box and mask forwards (per stage) with the graphs (files in folder);
+    the HeadGraph sessions, by (kind, stage)."""
     graphs_by_stage = sessions(graphs, folder, threads)
     box = inspect.signature(roi_head._bbox_forward)
     mask = inspect.signature(roi_head._mask_forward) if getattr(roi_head, "with_mask", False) else None
@@ -120,3 +121,4 @@ def attach(roi_head, graphs: list[dict], folder: str, threads: int) -> None:
     roi_head._bbox_forward = bbox_forward
     if mask is not None:
         roi_head._mask_forward = mask_forward
+    return graphs_by_stage

@@ -114,13 +114,22 @@ class HeadGraph:
                                             providers=["CPUExecutionProvider"])
         self.levels = levels
         self.names = [i.name for i in self.session.get_inputs()]
+        self.recorded: list[dict] | None = None  # a list: every feed is kept (INT8 calibration)
 
     def __call__(self, x, rois):
         import torch
 
         arrays = [np.ascontiguousarray(f.numpy(), np.float32) for f in x[:self.levels]]
         arrays.append(np.ascontiguousarray(rois.numpy(), np.float32))
-        return [torch.from_numpy(o) for o in self.session.run(None, dict(zip(self.names, arrays)))]
+        feed = dict(zip(self.names, arrays))
+        if self.recorded is not None:
+            self.recorded.append(feed)
+        return [torch.from_numpy(o) for o in self.session.run(None, feed)]
+
+
+def heads_label(graphs: list[dict]) -> str:
+    """What runs the head graphs, for a candidate's label: INT8 where they were quantized."""
+    return "RoI heads (onnxruntime int8)" if any(g.get("int8") for g in graphs) else "RoI heads (onnxruntime)"
 
 
 def sessions(graphs: list[dict], folder: str, threads: int) -> dict:

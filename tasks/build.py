@@ -26,6 +26,7 @@ class BuiltCandidate:
     build_seconds: float
     engine_config: dict = field(default_factory=dict)
     error: str = ""
+    io: dict = field(default_factory=dict)  # the conversion's io it runs with (a detector's INT8 heads differ)
 
     @property
     def key(self) -> str:
@@ -40,7 +41,7 @@ def build_candidate(ctx: ModelContext, engine_name: str, precision: str, pool: R
     engine = engine_named(engine_name)
     folder = os.path.join(ctx.work_dir, "candidates", f"{engine_name}-{precision}{variant}")
     os.makedirs(folder, exist_ok=True)
-    built = BuiltCandidate(engine_name, engine.version() or "", precision, folder, 0.0)
+    built = BuiltCandidate(engine_name, engine.version() or "", precision, folder, 0.0, io=ctx.io)
     start = time.perf_counter()
     try:
         built.engine_config = engine.build(ctx.onnx_path, ModelIO.from_dict(ctx.io), ctx.spec, precision, folder,

@@ -1,5 +1,6 @@
 """Step 4a (int8 level): the ONNX model quantized on calibration inputs, and its operations
-ranked by sensitivity for the gate's fallback (engines/int8.py does the work).
+ranked by sensitivity for the gate's fallback (engines/int8.py does the work); a detector's
+RoI head graphs with it (tasks/quantize_heads.py).
 
 Calibration inputs: `--calibration` (an .npz, or a folder of them), else `--samples`, else
 inputs drawn from the tensor information (random values; a detector gets synthetic images),
@@ -16,6 +17,7 @@ from accelflow.core.accuracy import random_draws, sample_draws
 from accelflow.core.errors import ModelMismatchError
 from accelflow.engines import int8
 from accelflow.formats import detections
+from accelflow.tasks import quantize_heads
 from accelflow.tasks.context import ModelContext
 from accelflow.tasks.runners import RunnerPool
 
@@ -40,6 +42,12 @@ class QuantizedModel:
     calibration_inputs: int
     quantized_ops: int
     excluded: list[str] = field(default_factory=list)  # operations kept in float
+    heads: list[dict] = field(default_factory=list)  # a detector's RoI head graphs (quantize_heads)
+    heads_dir: str = ""  # where they are
+
+    def io(self, io: dict) -> dict:
+        """The conversion's io for candidates built from this graph: a detector's heads are these."""
+        return detections.with_head_graphs(io, self.heads, self.heads_dir) if self.heads_dir else io
 
     @property
     def warnings(self) -> list[str]:
@@ -52,9 +60,16 @@ def quantize_model(ctx: ModelContext, calibration: Calibration, excluded: list[s
     prepared = pool.load(("int8-prepared", ctx.onnx_path), lambda: int8.prepare(ctx.onnx_path, _folder(ctx, "int8")))
     folder = _folder(ctx, f"int8-{len(excluded)}-excluded" if excluded else "int8")
     path = os.path.join(folder, "model.onnx")
-    count = int8.quantize(prepared, path, feeds, ctx.device, excluded)
-    return QuantizedModel(path, int8.method_text(ctx.device), _source_text(calibration, len(feeds)), len(feeds),
-                          count, list(excluded))
+    own, in_heads = quantize_heads.split_excluded(excluded)
+    count = int8.quantize(prepared, path, feeds, ctx.device, own)
+    quantized = QuantizedModel(path, int8.method_text(ctx.device), _source_text(calibration, len(feeds)), len(feeds),
+                               count, list(excluded))
+    if quantize_heads.head_graphs(ctx.io):
+        quantized.heads_dir = os.path.join(folder, "heads")
+        quantized.heads, heads_count = quantize_heads.quantize(ctx, _head_feeds(ctx, calibration, pool),
+                                                               quantized.heads_dir, in_heads)
+        quantized.quantized_ops += heads_count
+    return quantized
 
 
 def rank_sensitive(ctx: ModelContext, quantized: QuantizedModel, calibration: Calibration,
@@ -62,11 +77,23 @@ def rank_sensitive(ctx: ModelContext, quantized: QuantizedModel, calibration: Ca
     """(operation, SQNR dB of the noisiest activation it reads), most sensitive first."""
     prepared = pool.load(("int8-prepared", ctx.onnx_path), lambda: int8.prepare(ctx.onnx_path, _folder(ctx, "int8")))
     ranked = int8.sensitivity(prepared, quantized.onnx_path, _feeds(ctx, calibration, pool), ctx.threads)
-    return [(name, float(score)) for name, score in ranked]
+    if quantized.heads:
+        ranked += quantize_heads.sensitivity(ctx, quantized.heads, _head_feeds(ctx, calibration, pool),
+                                             quantized.heads_dir)
+    return sorted(((name, float(score)) for name, score in ranked), key=lambda item: item[1])
 
 
 def _feeds(ctx: ModelContext, calibration: Calibration, pool: RunnerPool) -> list[dict]:
     return pool.load(("int8-feeds", ctx.onnx_path, calibration), lambda: calibration_feeds(ctx, calibration))
+
+
+def _head_feeds(ctx: ModelContext, calibration: Calibration, pool: RunnerPool) -> dict[str, list[dict]]:
+    """A detector's head graphs' feeds, recorded while it runs on the calibration images."""
+    def record():
+        images = [[feed[n] for n in ctx.io["input_names"] if n in feed] for feed in _feeds(ctx, calibration, pool)]
+        return quantize_heads.recorded_feeds(ctx, images)
+
+    return pool.load(("int8-head-feeds", ctx.onnx_path, calibration), record)
 
 
 def calibration_feeds(ctx: ModelContext, calibration: Calibration) -> list[dict]:

@@ -59,7 +59,9 @@ class RunnerPool:
 
     def candidate(self, built, io: dict, threads: int) -> Runner:
         """A built engine, loaded; a detector's engine (its backbone) is followed by the
-        framework's heads and NMS, so accuracy and timing see the whole detector."""
+        framework's heads and NMS, so accuracy and timing see the whole detector. The candidate's
+        own io, where it has one, is the one it was built with."""
+        io = built.io or io
         return self.load(("candidate", built.folder), lambda: self._load_candidate(built, io, threads))
 
     def _load_candidate(self, built, io: dict, threads: int) -> Runner:

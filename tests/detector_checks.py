@@ -111,3 +111,63 @@ def random_rois(h: int, w: int, count: int, small_only: bool = False):
     y1 = torch.rand(count, generator=g) * (h - 4)
     boxes = torch.stack([x1, y1, (x1 + size[:, 0]).clamp(max=w), (y1 + size[:, 1]).clamp(max=h)], 1)
     return torch.cat([torch.zeros(count, 1), boxes], 1)
+
+
+def int8_head_graphs_follow_the_float_ones(fmt, onnx_path: str, io, spec, tmp_path) -> None:
+    """tasks/quantize_heads.py: each head graph records what it reads while the float detector
+    runs on calibration images (a cascade's later stages read the earlier ones' boxes); each
+    graph's INT8 version follows its float one on those feeds; its operations are ranked as
+    "<graph file>:<operation>"; a result packaged from the INT8 heads carries and runs them."""
+    import filecmp
+    import os
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import pytest
+    from accelflow.core.errors import EngineError
+    from accelflow.tasks import quantize_heads
+    from accelflow.tasks.context import ModelContext
+
+    located = detections.located(io.to_dict(), os.path.dirname(onnx_path))
+    ctx = ModelContext(located["source"]["config"], fmt.NAME, spec, str(tmp_path / "work"), 2, onnx_path=onnx_path,
+                       io=located)
+    feeds = quantize_heads.recorded_feeds(ctx, [arrays for _, arrays in detections.image_draws(spec, 1, seed=3)])
+    graphs = io.source["roi_heads"]
+    assert sorted(feeds) == sorted(g["file"] for g in graphs) and all(feeds.values())
+    stages = sorted(g["file"] for g in graphs if g["kind"] == "bbox")
+    for earlier, later in zip(stages, stages[1:]):
+        assert not np.array_equal(feeds[earlier][0]["rois"], feeds[later][0]["rois"])
+    folder = str(tmp_path / "int8-heads")
+    entries, count = quantize_heads.quantize(ctx, feeds, folder, {})
+    assert all(e.get("int8") for e in entries) and count >= len(entries)
+    for graph in graphs:
+        original, quantized = (os.path.join(f, graph["file"]) for f in (os.path.dirname(onnx_path), folder))
+        assert any(n.op_type == "QuantizeLinear" for n in onnx.load(quantized).graph.node)
+        sessions = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (original, quantized)]
+        for feed in feeds[graph["file"]]:
+            for want, got in zip(*(s.run(None, feed) for s in sessions)):
+                want, got = want.ravel().astype(np.float64), got.ravel().astype(np.float64)
+                cosine = want @ got / (np.linalg.norm(want) * np.linalg.norm(got))
+                assert cosine >= 0.99, (graph["file"], cosine)
+    ranked = quantize_heads.sensitivity(ctx, entries, feeds, folder)
+    assert {name.partition(":")[0] for name, _ in ranked} == {g["file"] for g in graphs}
+
+    int8_io = detections.with_head_graphs(located, entries, folder)
+    model_dir = str(tmp_path / "model")
+    packaged = detections.package(fmt, model_dir, int8_io)
+    assert detections.HEAD_GRAPHS_DIR not in packaged["source"]
+    for graph in graphs:
+        assert filecmp.cmp(os.path.join(model_dir, detections.RESULT_DIR, graph["file"]),
+                           os.path.join(folder, graph["file"]), shallow=False)
+    runner = onnx_model.OrtRunner(onnx_path, io, 2)
+    from_result = detections.candidate(fmt, runner, packaged, 2, folder=model_dir)
+    assert "RoI heads (onnxruntime int8)" in from_result.label
+    _, arrays = detections.image_draws(spec, 1)[0]
+    accuracy = detections.compare([run_arrays(detections.candidate(fmt, runner, int8_io, 2), arrays)],
+                                  [run_arrays(from_result, arrays)], io.source["detections_structure"],
+                                  detections.tolerances("lossless"))
+    assert accuracy.passed and accuracy.outputs[0].max_abs_diff == 0.0, accuracy.reason
+    elsewhere = dict(packaged, source=dict(packaged["source"], **{detections.HEAD_GRAPHS_DIR: folder}))
+    with pytest.raises(EngineError, match="head graphs folder"):
+        detections.candidate(fmt, runner, elsewhere, 2, folder=model_dir)

@@ -13,7 +13,8 @@ from accelflow.core import tensor_info
 from accelflow.formats import detect_format, detections, detectron2_model, detectron2_roi_heads, roi_graphs
 
 from tests.detector_checks import (conversion_cache_holds_its_own_copies, features_plus_heads_match,
-                                   packaged_result_runs_its_head_graphs, random_rois)
+                                   int8_head_graphs_follow_the_float_ones, packaged_result_runs_its_head_graphs,
+                                   random_rois)
 
 
 def _detectron2_missing() -> str:
@@ -238,6 +239,13 @@ def test_features_plus_head_graphs_give_the_original_detections(detectors, name,
 def test_a_packaged_result_carries_and_uses_its_head_graphs(converted_heads, tmp_path):
     onnx_path, io = converted_heads["cascade-mask-rcnn-r18"]
     packaged_result_runs_its_head_graphs(detectron2_model, onnx_path, io, tensor_info.parse(SPEC), tmp_path)
+
+
+@needs_detectron2
+@pytest.mark.parametrize("name", HEAD_NAMES)
+def test_int8_head_graphs_are_calibrated_in_the_detector_and_follow_the_float_ones(converted_heads, name, tmp_path):
+    onnx_path, io = converted_heads[name]
+    int8_head_graphs_follow_the_float_ones(detectron2_model, onnx_path, io, tensor_info.parse(SPEC), tmp_path)
 
 
 @needs_detectron2

@@ -11,7 +11,12 @@ import pytest
 from accelflow.core import tensor_info
 from accelflow.formats import detections, mmdet_model, mmdet_roi_heads
 
-from tests.detector_checks import features_plus_heads_match, packaged_result_runs_its_head_graphs, random_rois
+from tests.detector_checks import (
+    features_plus_heads_match,
+    int8_head_graphs_follow_the_float_ones,
+    packaged_result_runs_its_head_graphs,
+    random_rois,
+)
 from tests.formats.test_mmdet import MISSING, SPEC
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING or "installed")
@@ -125,3 +130,43 @@ def test_conversions_cached_before_the_head_graphs_are_not_reused(detectors, tmp
     monkeypatch.setattr(mmdet_model, "EXPORT_VERSION", 2)
     fresh = convert("c")
     assert not fresh.cached and fresh.io["source"]["roi_heads"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_int8_head_graphs_are_calibrated_in_the_detector_and_follow_the_float_ones(converted, name, tmp_path):
+    onnx_path, io = converted[name]
+    int8_head_graphs_follow_the_float_ones(mmdet_model, onnx_path, io, tensor_info.parse(SPEC), tmp_path)
+
+
+def test_the_int8_level_quantizes_the_head_graphs_with_the_feature_graph(prefect_server, detectors, tmp_path):
+    """The random-weight test detector's detections move more under INT8 than the int8 gate
+    allows (as under bf16), so the gate is widened here: the INT8 candidate (feature graph and
+    head graphs) passes, and a chosen INT8 result carries and runs its quantized head graphs."""
+    import json
+
+    import onnx
+    from accelflow.flows.optimize import optimize
+    from accelflow.flows.request import OptimizeRequest
+
+    import accelflow
+
+    request = OptimizeRequest(model=os.path.dirname(detectors["faster-rcnn-r18"]), tensor_info=SPEC, level="int8",
+                              engine="onnxruntime", output=str(tmp_path / "out"), draws=1, bench_seconds=0.3,
+                              min_matched=0.5, max_score_diff=1.0, max_box_diff=400.0)
+    result = optimize.with_options(flow_run_name="mmdet-int8")(request=request)
+    report = json.load(open(result["report_json"]))
+    first = report["int8"]["attempts"][0]
+    assert first["passed"] and first["kept_in_float"] == [], first["reason"]
+    int8 = next(c for c in report["candidates"] if c["precision"] == "int8")
+    assert int8["accuracy"]["passed"]
+    if report["precision"] != "int8":  # the fastest passing candidate wins
+        assert report["int8"]["outcome"] == f"int8 passed the gate, but {report['precision']} was faster"
+        return
+    model = accelflow.load(result["result_folder"])
+    assert "RoI heads (onnxruntime int8)" in model.runner.label
+    graphs = model.manifest["io"]["source"]["roi_heads"]
+    assert graphs and all(g["int8"] for g in graphs)
+    packaged = os.path.join(result["result_folder"], "model", detections.RESULT_DIR, graphs[0]["file"])
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(packaged).graph.node)
+    got = model(inputs=[detections.synthetic_image((3, 288, 320), np.random.default_rng(5))])
+    assert set(got[0]) == {"bboxes", "scores", "labels"}
