@@ -110,22 +110,11 @@ def measure(plan, bench_seconds: float, work: str) -> list[dict]:
 
 
 def _optimize(model: Pretrained, level: str, bench_seconds: float, work: str) -> tuple[str, str]:
-    import json
+    from bench.optimized import int8_outcome, optimize
 
-    from accelflow.flows.optimize import optimize
-    from accelflow.flows.request import OptimizeRequest
-
-    request = OptimizeRequest(model=model.onnx_path, tensor_info=model.tensor_info, level=level,
-                              samples=model.samples, calibration=model.calibration if level == "int8" else None,
-                              output=os.path.join(work, "out"), name=f"{model.name}-{level}", bench_seconds=bench_seconds)
-    result = optimize.with_options(flow_run_name=request.name)(request=request)
-    report = json.load(open(result["report_json"]))
-    int8 = report.get("int8") or {}
-    outcome = ""
-    if int8:
-        worst = min(int8["attempts"], key=lambda a: len(a["kept_in_float"]))
-        outcome = f"{int8['outcome']} ({worst['reason'] or 'passed'})"
-    return result["result_folder"], outcome
+    folder, report = optimize(model.onnx_path, model.tensor_info, level, f"{model.name}-{level}", work, bench_seconds,
+                              samples=model.samples, calibration=model.calibration if level == "int8" else None)
+    return folder, int8_outcome(report)
 
 
 def markdown(rows: list[dict]) -> str:

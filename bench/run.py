@@ -13,10 +13,13 @@ Then each accelflow result is timed co-hosted: alternating call by call with the
 Runtime session, against each alone (bench/cohost.py). Results go to
 bench/results/results.csv, cohosted.csv and results.md, with the CPU and its flags.
 
-Last, a pretrained model on real images (bench/pretrained.py: PP-OCRv4's text detector from
+Then a pretrained model on real images (bench/pretrained.py: PP-OCRv4's text detector from
 the rapidocr wheel, scikit-image's photographs): the int8 gate judged on meaningful activations.
+Last, MMDetection's Faster R-CNN and Cascade Mask R-CNN R50 at 480x640 against MMDetection's own
+inference, at the fp16 and int8 levels (bench/detectors.py), to detectors.md and detectors.csv.
 
 A quick check: python -m bench.run --models resnet50 --batches 1 --seconds 5 --cohost-seconds 3
+Detectors alone (the other files are left as they are): python -m bench.run --models --no-pretrained
 """
 
 from __future__ import annotations
@@ -32,24 +35,17 @@ from accelflow.core.levels import LEVELS
 from accelflow.core.runner import thread_count
 from accelflow.tasks.benchmark import TimingPlan, time_separately
 
-from bench import alternatives, cohost, pretrained, report
+from bench import alternatives, cohost, detectors, pretrained, report
 from bench.models import REFERENCES, build
+from bench.optimized import optimize
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def optimize_levels(reference, ts_path: str, work: str, bench_seconds: float) -> dict[str, str]:
     """accelflow's result folder per level, from the real optimize flow."""
-    from accelflow.flows.optimize import optimize
-    from accelflow.flows.request import OptimizeRequest
-
-    folders = {}
-    for level in [name for name in ("lossless", "fp16", "int8") if name in LEVELS]:
-        request = OptimizeRequest(model=ts_path, tensor_info=reference.tensor_info, level=level,
-                                  output=os.path.join(work, "out"), name=f"{reference.name}-{level}",
-                                  bench_seconds=bench_seconds)
-        folders[level] = optimize.with_options(flow_run_name=request.name)(request=request)["result_folder"]
-    return folders
+    return {level: optimize(ts_path, reference.tensor_info, level, f"{reference.name}-{level}", work, bench_seconds)[0]
+            for level in ("lossless", "fp16", "int8") if level in LEVELS}
 
 
 def measure(reference, batches: list[int], plan: TimingPlan, bench_seconds: float,
@@ -88,7 +84,7 @@ def measure_cohosted(model: str, batch: int, runners: dict, onnx_path: str, arra
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [r.name for r in REFERENCES]
-    parser.add_argument("--models", nargs="+", default=names, choices=names)
+    parser.add_argument("--models", nargs="*", default=names, choices=names, help="none: only the extra sections")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--seconds", type=float, default=20.0, help="timing per model and batch, all runners")
     parser.add_argument("--min-samples", type=int, default=8)
@@ -97,6 +93,8 @@ def main() -> None:
     parser.add_argument("--bench-seconds", type=float, default=3.0, help="accelflow's own benchmark per shape")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                         help="also PP-OCRv4's pretrained detector on real images (bench/pretrained.py)")
+    parser.add_argument("--detectors", action=argparse.BooleanOptionalAction, default=True,
+                        help="also MMDetection's Faster R-CNN and Cascade Mask R-CNN R50 at 480x640 (bench/detectors.py)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -114,8 +112,16 @@ def main() -> None:
         print("== ppocrv4-det (pretrained)", flush=True)
         with tempfile.TemporaryDirectory(prefix="accelflow-bench-") as work:
             extra = pretrained.markdown(pretrained.measure(plan, args.bench_seconds, work))
-        report.write(rows, peak, args.out, cohosted, extra)
-    print(report.markdown(rows, peak) + "\n" + report.cohosted_markdown(cohosted) + "\n" + extra)
+        if rows:
+            report.write(rows, peak, args.out, cohosted, extra)
+    if args.detectors:
+        print("== detectors (MMDetection)", flush=True)
+        if detectors.missing():
+            print(f"   skipped: {detectors.missing()}")
+        else:
+            with tempfile.TemporaryDirectory(prefix="accelflow-bench-") as work:
+                extra += "\n" + detectors.write(detectors.measure(plan, args.bench_seconds, work), peak, args.out)
+    print((report.markdown(rows, peak) + "\n" + report.cohosted_markdown(cohosted) if rows else "") + "\n" + extra)
 
 
 if __name__ == "__main__":
