@@ -81,6 +81,24 @@ def measure_cohosted(model: str, batch: int, runners: dict, onnx_path: str, arra
             for name, neighbour in neighbours.items()]
 
 
+def extra_sections(args, plan: TimingPlan, peak: dict) -> str:
+    """The pretrained model's and the detectors' sections of results.md (the detectors' are also
+    written to detectors.md and detectors.csv, so that a run of them alone keeps the rest)."""
+    extra = ""
+    if args.pretrained:
+        print("== ppocrv4-det (pretrained)", flush=True)
+        with tempfile.TemporaryDirectory(prefix="accelflow-bench-") as work:
+            extra = pretrained.markdown(pretrained.measure(plan, args.bench_seconds, work))
+    if args.detectors:
+        print("== detectors (MMDetection)", flush=True)
+        if detectors.missing():
+            print(f"   skipped: {detectors.missing()}")
+        else:
+            with tempfile.TemporaryDirectory(prefix="accelflow-bench-") as work:
+                extra += "\n" + detectors.write(detectors.measure(plan, args.bench_seconds, work), peak, args.out)
+    return extra
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [r.name for r in REFERENCES]
@@ -107,20 +125,9 @@ def main() -> None:
         main_rows, cohosted_rows = measure(reference, args.batches, plan, args.bench_seconds, args.cohost_seconds)
         rows, cohosted = rows + main_rows, cohosted + cohosted_rows
         report.write(rows, peak, args.out, cohosted)  # after each model, so a long run leaves partial results
-    extra = ""
-    if args.pretrained:
-        print("== ppocrv4-det (pretrained)", flush=True)
-        with tempfile.TemporaryDirectory(prefix="accelflow-bench-") as work:
-            extra = pretrained.markdown(pretrained.measure(plan, args.bench_seconds, work))
-        if rows:
-            report.write(rows, peak, args.out, cohosted, extra)
-    if args.detectors:
-        print("== detectors (MMDetection)", flush=True)
-        if detectors.missing():
-            print(f"   skipped: {detectors.missing()}")
-        else:
-            with tempfile.TemporaryDirectory(prefix="accelflow-bench-") as work:
-                extra += "\n" + detectors.write(detectors.measure(plan, args.bench_seconds, work), peak, args.out)
+    extra = extra_sections(args, plan, peak)
+    if rows:
+        report.write(rows, peak, args.out, cohosted, extra)
     print((report.markdown(rows, peak) + "\n" + report.cohosted_markdown(cohosted) if rows else "") + "\n" + extra)
 
 

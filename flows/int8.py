@@ -57,8 +57,10 @@ class Int8Builds:
             built.append(b)
         return built
 
-    def fall_back(self, built: list, accuracies: dict, check) -> tuple[list, dict]:
-        """`built` and `accuracies` after the fallback, when no INT8 candidate passed."""
+    def fall_back(self, built: list, accuracies: dict, check, verify=None) -> tuple[list, dict]:
+        """`built` and `accuracies` after the fallback, when no INT8 candidate passed. `verify`
+        (built candidates -> accuracies) judges the rebuilt ones; by default the model's step."""
+        verify = verify or (lambda ok: steps.verify_accuracy(self.ctx, ok, check, self.pool))
         tried = [b for b in built if b.precision == "int8" and not b.error]
         self._record([], tried, accuracies)
         if not tried:
@@ -73,7 +75,7 @@ class Int8Builds:
                               f"({', '.join(excluded[:3])}{' ...' if count > 3 else ''})")
             rebuilt = self.build(pairs, excluded, variant=f"-float{count}")
             ok = [b for b in rebuilt if not b.error]
-            accuracies = dict(accuracies, **(steps.verify_accuracy(self.ctx, ok, check, self.pool) if ok else {}))
+            accuracies = dict(accuracies, **(verify(ok) if ok else {}))
             built = [b for b in built if b.precision != "int8"] + rebuilt
             self._record(excluded, ok, accuracies)
             if any(accuracies[b.key].passed for b in ok):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from accelflow.core.errors import AccuracyError, ModelMismatchError
 from accelflow.core.levels import level_named
-from accelflow.flows.int8 import Int8Builds
+from accelflow.flows.int8 import Int8Builds, int8_notes
 from accelflow.flows.progress import Progress
 from accelflow.flows.stages import Destination, build_all, overheads, publish_artifacts, publish_result
 from accelflow.reports.results import PipelineReport
@@ -60,6 +60,7 @@ class _PipelineRun:
         self.specs = steps.plan_components(ctx.model_file, ctx.spec)
         self.contexts = {s.name: pipeline.component_context(ctx, s) for s in self.specs}
         self.converted, self.built, self.accuracies, self.candidates, self.chosen = {}, {}, {}, {}, {}
+        self.int8: dict[str, Int8Builds] = {}  # at the int8 level: each network's INT8 builds and attempts
 
     def convert(self) -> None:
         for s in self.specs:
@@ -72,12 +73,22 @@ class _PipelineRun:
             ctx = self.contexts[s.name]  # int8: calibrated on drawn inputs (the pipeline's samples are images)
             int8 = Int8Builds.for_request(self.request, ctx, self.pool, self.progress, own_data=False)
             self.built[s.name] = build_all(self.request, ctx, self.pool, self.progress, int8)
+            if int8:
+                self.int8[s.name] = int8
 
     def verify(self) -> None:
+        """Each network's candidates; where its INT8 fails, the fallback of the single-model flow."""
+        check = self.request.accuracy_check()
         for s in self.specs:
-            ok = [b for b in self.built[s.name] if not b.error]
-            self.accuracies[s.name] = steps.verify_component(
-                self.contexts[s.name], s, ok, self.request.accuracy_check(), self.pool) if ok else {}
+            ctx = self.contexts[s.name]
+
+            def verify(ok, ctx=ctx, s=s):
+                return steps.verify_component(ctx, s, ok, check, self.pool) if ok else {}
+
+            self.accuracies[s.name] = verify([b for b in self.built[s.name] if not b.error])
+            if s.name in self.int8:
+                self.built[s.name], self.accuracies[s.name] = self.int8[s.name].fall_back(
+                    self.built[s.name], self.accuracies[s.name], check, verify)
 
     def benchmark_and_choose(self) -> None:
         """Each network's candidates timed against it in PyTorch; the fastest accurate one chosen."""
@@ -133,14 +144,25 @@ class _PipelineRun:
         return choice, points
 
     def report(self, fetched, points, notes):
-        components = [pipeline_report.component_report(s, self.converted[s.name], self.candidates[s.name],
-                                                       next(c for c in self.candidates[s.name] if c.selected))
-                      for s in self.specs]
+        components = []
+        for s in self.specs:
+            best = next(c for c in self.candidates[s.name] if c.selected)
+            int8 = self.int8[s.name].summary(best.precision) if s.name in self.int8 else {}
+            components.append(pipeline_report.component_report(s, self.converted[s.name], self.candidates[s.name],
+                                                               best, int8))
+        notes = notes + _int8_notes(components)
         summary = PipelineReport(self.pool.call(pipeline.pipeline_class, self.pool, self.ctx.model_file),
                                  self.settings.prompt, self.settings.steps, self.settings.guidance_scale,
                                  self.settings.seed, points)
         timings = dict(self.progress.timings, **overheads(self.progress))
         return pipeline_report.assemble(self.request.name, self.request, fetched, components, summary, timings, notes)
+
+
+def _int8_notes(components: list) -> list[str]:
+    """Each network's INT8 outcome, then the calibration's warnings once."""
+    notes = [f"{c.name}: {int8_notes(c.int8)[0]}" for c in components if c.int8]
+    warnings = {w for c in components for w in c.int8.get("warnings", [])}
+    return notes + sorted(warnings)
 
 
 def _full_precision(chosen: dict, candidates: dict, specs) -> dict:

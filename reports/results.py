@@ -75,6 +75,7 @@ class ComponentReport:
     accuracy: Accuracy
     candidates: list[Candidate]
     export_seconds: float
+    int8: dict = field(default_factory=dict)  # at the int8 level: as TaskReport.int8, for this network
 
 
 @dataclass

@@ -72,6 +72,8 @@ def verify_component(ctx: ModelContext, component, built: list, check: AccuracyC
         runner = pool.candidate(candidate, ctx.io, ctx.threads)
         got = [run_arrays(runner, d.arrays) for d in inputs]
         results[candidate.key] = accuracy.compare(reference, got, ctx.io["output_names"], tolerance)
+        if not results[candidate.key].passed:
+            pool.release(candidate)  # never run again (tasks/runners.py)
     return results
 
 

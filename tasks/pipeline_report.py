@@ -24,11 +24,11 @@ from accelflow.tasks.manifest import model_code_fields
 NETWORK_SOURCES = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae"}
 
 
-def component_report(spec, converted, candidates: list, best) -> ComponentReport:
+def component_report(spec, converted, candidates: list, best, int8: dict | None = None) -> ComponentReport:
     return ComponentReport(
         name=spec.name, tensor_info=list(spec.lines), engine=best.engine, engine_version=best.engine_version,
         precision=best.precision, speedup=best.speedup, accuracy=best.accuracy, candidates=candidates,
-        export_seconds=round(converted.seconds, 3),
+        export_seconds=round(converted.seconds, 3), int8=int8 or {},
     )
 
 

@@ -51,7 +51,7 @@ def recorded_feeds(ctx, images: list[list[np.ndarray]]) -> dict[str, list[dict]]
     sessions = detector.postprocess.head_graphs
     for session in sessions.values():
         session.recorded = []
-    for arrays in images[:CALIBRATION_IMAGES]:
+    for arrays in images[::max(1, len(images) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]:  # every shape point
         detector.run(detector.prepare(arrays))
     files = {(g["kind"], g["stage"]): g["file"] for g in head_graphs(ctx.io)}
     return {files[key]: session.recorded for key, session in sessions.items() if session.recorded}
@@ -70,7 +70,8 @@ def quantize(ctx, feeds: dict[str, list[dict]], folder: str, excluded: dict[str,
             shutil.copyfile(_original(ctx, name), os.path.join(folder, name))
             entries.append(graph)
             continue
-        count += int8.quantize(_prepared(ctx, name), os.path.join(folder, name), feeds[name], ctx.device,
+        # "cpu": the head graphs run in ONNX Runtime on the CPU whatever the machine type (uint8 activations)
+        count += int8.quantize(_prepared(ctx, name), os.path.join(folder, name), feeds[name], "cpu",
                                excluded.get(name, []))
         entries.append(dict(graph, int8=True))
     return entries, count

@@ -13,6 +13,7 @@ on the CPU (`reference`).
 
 from __future__ import annotations
 
+import gc
 import inspect
 
 from accelflow.core.modelio import ModelIO
@@ -72,6 +73,17 @@ class RunnerPool:
         fmt = format_named(detections.format_name(io))
         return detections.candidate(fmt, runner, io, threads, postprocessors=self._postprocessors,
                                     trusted=self.trust_model_code)
+
+    def release(self, built) -> None:
+        """Forget a candidate that will not run again (it failed the gate): its loaded engine,
+        and the detector heads loaded for it alone (an INT8 candidate's own head graphs). The
+        int8 fallback builds several candidates per attempt; a Cascade Mask R-CNN's would not
+        all fit in memory at once."""
+        self._loaded.pop(("candidate", built.folder), None)
+        heads = (built.io.get("source") or {}).get(detections.HEAD_GRAPHS_DIR) if built.io else None
+        for key in [k for k in self._postprocessors if heads and k[1] == heads]:
+            del self._postprocessors[key]
+        gc.collect()
 
     def close(self) -> None:
         """Free every loaded model (the end of a task)."""

@@ -56,6 +56,8 @@ def verify_candidates(ctx: ModelContext, built: list, check: AccuracyCheck, pool
         runner = pool.candidate(candidate, ctx.io, ctx.threads)
         optimized = [run_arrays(runner, d.arrays) for d in inputs]
         results[candidate.key] = _judge(reference, optimized, ctx.io, tolerance)
+        if not results[candidate.key].passed:
+            pool.release(candidate)  # never run again: its memory goes back before the next one loads
     return results
 
 

@@ -153,4 +153,22 @@ def test_int8_builds_int8_candidates_for_every_network_and_keeps_the_image(prefe
     for component in report["components"]:
         int8 = [c for c in component["candidates"] if c["precision"] == "int8"]
         assert int8 and all(not c["error"] for c in int8), component["name"]
+        summary = component["int8"]
+        assert summary["attempts"] and summary["calibration"].startswith("drawn"), component["name"]
+        assert any(n.startswith(f"{component['name']}: INT8: ") for n in report["notes"])
     assert all(p["psnr_db"] >= INT8.min_psnr_db for p in report["pipeline"]["points"])
+
+
+def test_a_network_whose_int8_fails_gets_the_fallback_with_operations_kept_in_float(prefect_server, tiny_sd,
+                                                                                  tmp_path):
+    """A cosine no INT8 graph reaches (float32 engines do): every network's INT8 fails, is
+    rebuilt with its most sensitive operations kept in float, and a float candidate is kept."""
+    result = _run(model=tiny_sd, tensor_info=["image:float(1*3*32*32)"], output=str(tmp_path), name="sd-int8-strict",
+                  level="int8", min_cosine=0.99999)
+    report = json.load(open(result["report_json"]))
+    for component in report["components"]:
+        attempts = component["int8"]["attempts"]
+        assert not attempts[0]["passed"] and attempts[1]["kept_in_float"], component["name"]
+        assert component["precision"] != "int8" or attempts[-1]["passed"], component["name"]
+        if not any(a["passed"] for a in attempts):
+            assert component["int8"]["outcome"].startswith("no INT8 candidate passed the gate"), component["name"]

@@ -79,18 +79,37 @@ def test_on_a_gpu_the_timed_baseline_is_not_the_reference(tmp_path):
         np.testing.assert_allclose(run_arrays(timed, x)[0], run_arrays(reference, x)[0], rtol=1e-2, atol=1e-3)
 
 
-def test_a_candidate_is_loaded_once_per_build_folder(onnx_ctx, tmp_path):
+@pytest.fixture
+def built(onnx_ctx, tmp_path) -> BuiltCandidate:
+    """onnx_ctx's model built by ONNX Runtime at f32."""
     folder = tmp_path / "ort"
     folder.mkdir()
     config = onnxruntime_engine.build(onnx_ctx.onnx_path, ModelIO.from_dict(onnx_ctx.io), onnx_ctx.spec, "f32",
                                       str(folder), threads=1)
-    built = BuiltCandidate("onnxruntime", onnxruntime_engine.version(), "f32", str(folder), 0.0, config)
+    return BuiltCandidate("onnxruntime", onnxruntime_engine.version(), "f32", str(folder), 0.0, config)
+
+
+def test_a_candidate_is_loaded_once_per_build_folder(onnx_ctx, built):
     with RunnerPool() as pool:
         runner = pool.candidate(built, onnx_ctx.io, onnx_ctx.threads)
         assert pool.candidate(built, onnx_ctx.io, onnx_ctx.threads) is runner
         x = images(1)
         np.testing.assert_allclose(run_arrays(runner, x)[0], run_arrays(pool.reference(onnx_ctx), x)[0],
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_a_candidate_that_failed_the_gate_is_released(onnx_ctx, built):
+    """tasks/verify.py releases a failing candidate: the int8 fallback builds several per attempt."""
+    from accelflow.tasks.context import AccuracyCheck
+    from accelflow.tasks.verify import verify_candidates
+
+    with RunnerPool() as pool:
+        loaded = pool.candidate(built, onnx_ctx.io, onnx_ctx.threads)
+        passing = verify_candidates(onnx_ctx, [built], AccuracyCheck("lossless", draws=1), pool)
+        assert passing[built.key].passed and pool.candidate(built, onnx_ctx.io, onnx_ctx.threads) is loaded
+        strict = AccuracyCheck("lossless", overrides={"atol": 0.0, "rtol": 0.0, "min_cosine": 1.1}, draws=1)
+        assert not verify_candidates(onnx_ctx, [built], strict, pool)[built.key].passed
+        assert pool.candidate(built, onnx_ctx.io, onnx_ctx.threads) is not loaded
 
 
 def test_close_frees_every_model(onnx_ctx):
