@@ -40,29 +40,71 @@ def method_text(device: str) -> str:
 
 
 def prepare(onnx_path: str, work_dir: str) -> str:
-    """The graph quantization reads: shapes inferred, constants folded (a bias must be an
-    initializer to be quantized) and every node named, so that an operation can be excluded by
-    name. ONNX Runtime's own pre-processing; when a graph defeats its shape inference, the graph
-    with its nodes named."""
+    """The graph quantization reads: shapes inferred, constants folded (a weight or bias must be
+    an initializer to be quantized per channel; a Constant node's output would be rounded as an
+    activation, one uint8 scale for the whole tensor), opset 13 or later (per-channel Q/DQ) and
+    every node named, so that an operation can be excluded by name. ONNX Runtime's own
+    pre-processing; without its symbolic shape inference where that gives up (dynamic sizes
+    through Resize and Add, as in Paddle2ONNX's FPNs); with neither, the graph with its constants
+    moved to initializers."""
     import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     path = os.path.join(work_dir, PREPARED_FILE)
     if os.path.exists(path):
         return path
     large = needs_external_data(onnx_path)
-    try:
-        quant_pre_process(onnx_path, path, skip_symbolic_shape=large, save_as_external_data=large)
-    except Exception as exc:  # the pre-processing is an optimisation: fall back to the graph as it is
-        logging.getLogger(__name__).info("quantization pre-processing skipped: %s", first_line(exc))
-        path_in = onnx_path
-    else:
-        path_in = path
+    path_in = _pre_processed(onnx_path, path, large)
     model = onnx.load(path_in)
+    _constants_to_initializers(model.graph)
+    model = _at_least_opset_13(model)
     for index, node in enumerate(model.graph.node):
         node.name = node.name or f"{node.op_type}_{index}"
     onnx.save(model, path, save_as_external_data=large, location=PREPARED_FILE + ".data" if large else None)
     return path
+
+
+def _pre_processed(onnx_path: str, path: str, large: bool) -> str:
+    """ONNX Runtime's pre-processing written to `path` (or `onnx_path` when it fails both ways:
+    it is an optimisation, not a requirement)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    why = ""
+    for skip_symbolic in sorted({large, True}):
+        try:
+            quant_pre_process(onnx_path, path, skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
+            return path
+        except Exception as exc:  # noqa: BLE001 - retried without symbolic shapes, then skipped
+            why = first_line(exc)
+    logging.getLogger(__name__).info("quantization pre-processing skipped: %s", why)
+    return onnx_path
+
+
+def _constants_to_initializers(graph) -> None:
+    """Constant nodes holding a tensor become initializers (what the pre-processing does when
+    it runs)."""
+    for node in [n for n in graph.node if n.op_type == "Constant"]:
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if value is None:
+            continue
+        tensor = value.t
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        graph.node.remove(node)
+
+
+def _at_least_opset_13(model):
+    """Per-channel DequantizeLinear (its axis) needs opset 13; older graphs (Paddle2ONNX writes
+    11) are converted."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        return model
+    try:
+        return version_converter.convert_version(model, 13)
+    except Exception as exc:  # noqa: BLE001 - say what the user can do
+        raise RuntimeError(f"INT8 needs an ONNX graph at opset 13 or later; this one is at opset {opset} and "
+                           f"ONNX's version converter failed ({first_line(exc)}). Export it at opset 13+.") from exc
 
 
 def quantize(prepared: str, out_path: str, feeds: list[dict], device: str, exclude: list[str] = ()) -> int:

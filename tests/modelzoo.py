@@ -263,3 +263,43 @@ def outlier_mlp_onnx(folder: str) -> str:
         torch.onnx.export(OutlierMLP().eval(), (torch.randn(2, 32),), path, input_names=["x"], output_names=["scores"],
                           dynamic_axes={"x": {0: "batch"}, "scores": {0: "batch"}}, dynamo=False)
     return path
+
+
+def paddle_style_fpn_onnx(folder: str) -> str:
+    """A small FPN written as Paddle2ONNX writes graphs: opset 11, every weight a Constant node,
+    dynamic height and width merged through Resize and Add (ONNX Runtime's symbolic shape
+    inference gives up on it). Output channels' weights span three orders of magnitude, so a
+    weight rounded with one scale for the whole tensor loses the small ones (input `x`)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = []
+
+    def constant(name: str, array) -> str:
+        nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(array, name)))
+        return name
+
+    def conv(name: str, source: str, cin: int, cout: int, kernel: int, stride: int) -> str:
+        spread = np.logspace(-2, 1, cout).astype(np.float32)[:, None, None, None]
+        weight = rng.standard_normal((cout, cin, kernel, kernel)).astype(np.float32) * spread / (cin * kernel) ** 0.5
+        bias = rng.standard_normal(cout).astype(np.float32) * 0.1
+        nodes.append(helper.make_node("Conv", [source, constant(f"{name}.w", weight), constant(f"{name}.b", bias)],
+                                      [f"{name}.out"], kernel_shape=[kernel] * 2, strides=[stride] * 2,
+                                      pads=[kernel // 2] * 4, name=f"p2o.{name}"))
+        nodes.append(helper.make_node("Relu", [f"{name}.out"], [f"{name}.act"]))
+        return f"{name}.act"
+
+    fine = conv("conv0", "x", 3, 16, 3, 2)
+    coarse = conv("conv1", fine, 16, 16, 3, 2)
+    scales = constant("scales", np.array([1, 1, 2, 2], np.float32))
+    nodes.append(helper.make_node("Resize", [coarse, constant("roi", np.zeros(0, np.float32)), scales], ["up"],
+                                  mode="nearest"))
+    nodes.append(helper.make_node("Add", [fine, "up"], ["merged"]))
+    head = conv("conv2", "merged", 16, 8, 1, 1)
+    graph = helper.make_graph(nodes, "fpn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info(head, TensorProto.FLOAT, None)])
+    path = os.path.join(folder, "paddle_fpn.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
+    return path
