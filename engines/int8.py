@@ -69,7 +69,7 @@ def _pre_processed(onnx_path: str, path: str, large: bool) -> str:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     why = ""
-    for skip_symbolic in sorted({large, True}):
+    for skip_symbolic in sorted({large, True}):  # with symbolic shapes first, unless the graph is too large
         try:
             quant_pre_process(onnx_path, path, skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
             return path
@@ -81,8 +81,9 @@ def _pre_processed(onnx_path: str, path: str, large: bool) -> str:
 
 def _constants_to_initializers(graph) -> None:
     """Constant nodes holding a tensor become initializers (what the pre-processing does when
-    it runs)."""
-    for node in [n for n in graph.node if n.op_type == "Constant"]:
+    it runs); one that is also a graph output stays a node."""
+    outputs = {o.name for o in graph.output}
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in outputs]:
         value = next((a for a in node.attribute if a.name == "value"), None)
         if value is None:
             continue
