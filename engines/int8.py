@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 
 import numpy as np
 from accelflow.core.errors import first_line
@@ -70,13 +71,34 @@ def _pre_processed(onnx_path: str, path: str, large: bool) -> str:
 
     why = ""
     for skip_symbolic in sorted({large, True}):  # with symbolic shapes first, unless the graph is too large
+        started = time.time()
         try:
             quant_pre_process(onnx_path, path, skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
             return path
         except Exception as exc:  # noqa: BLE001 - retried without symbolic shapes, then skipped
             why = first_line(exc)
+            _remove_symbolic_dump(started)
     logging.getLogger(__name__).info("quantization pre-processing skipped: %s", why)
     return onnx_path
+
+
+# Where ONNX Runtime's symbolic shape inference gives up, it dumps the graph it reached into the
+# current directory (its weights in external files with random names): a worker's working
+# directory would gain a copy of the model per task.
+SYMBOLIC_DUMP = "sym_shape_infer_temp.onnx"
+
+
+def _remove_symbolic_dump(since: float) -> None:
+    """Remove the dump and its external data files, if they were written after `since`."""
+    import onnx
+
+    if not os.path.exists(SYMBOLIC_DUMP) or os.path.getmtime(SYMBOLIC_DUMP) < since:
+        return
+    dump = onnx.load(SYMBOLIC_DUMP, load_external_data=False)
+    for location in {e.value for t in dump.graph.initializer for e in t.external_data if e.key == "location"}:
+        with contextlib.suppress(OSError):
+            os.remove(location)
+    os.remove(SYMBOLIC_DUMP)
 
 
 def _constants_to_initializers(graph) -> None:

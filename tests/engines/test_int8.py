@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -111,3 +113,15 @@ def test_paddle_style_graphs_get_per_channel_int8_weights(tmp_path):
     assert not originals  # every Conv weight was quantized
     reference = _run(path, feeds[0])
     assert _rel_l2(reference, _run(out, feeds[0])) < 0.15
+
+
+def test_preparing_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """ONNX Runtime dumps a graph whose symbolic shape inference fails (with its weights) into
+    the current directory; a worker's directory must not gain a copy of the model per task."""
+    path = modelzoo.paddle_style_fpn_onnx(str(tmp_path))
+    work, cwd = tmp_path / "work", tmp_path / "cwd"
+    work.mkdir(), cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    int8.prepare(path, str(work))
+    assert os.listdir(cwd) == []
+    assert os.listdir(work) == [int8.PREPARED_FILE]
