@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 
 import numpy as np
 from accelflow.core.errors import first_line
@@ -71,13 +70,14 @@ def _pre_processed(onnx_path: str, path: str, large: bool) -> str:
 
     why = ""
     for skip_symbolic in sorted({large, True}):  # with symbolic shapes first, unless the graph is too large
-        started = time.time()
+        before = _modified(SYMBOLIC_DUMP)
         try:
             quant_pre_process(onnx_path, path, skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
             return path
         except Exception as exc:  # noqa: BLE001 - retried without symbolic shapes, then skipped
             why = first_line(exc)
-            _remove_symbolic_dump(started)
+            if _modified(SYMBOLIC_DUMP) != before:
+                _remove_symbolic_dump()
     logging.getLogger(__name__).info("quantization pre-processing skipped: %s", why)
     return onnx_path
 
@@ -88,12 +88,14 @@ def _pre_processed(onnx_path: str, path: str, large: bool) -> str:
 SYMBOLIC_DUMP = "sym_shape_infer_temp.onnx"
 
 
-def _remove_symbolic_dump(since: float) -> None:
-    """Remove the dump and its external data files, if they were written after `since`."""
+def _modified(path: str) -> float | None:
+    return os.stat(path).st_mtime_ns if os.path.exists(path) else None
+
+
+def _remove_symbolic_dump() -> None:
+    """Remove the dump and the external data files it names."""
     import onnx
 
-    if not os.path.exists(SYMBOLIC_DUMP) or os.path.getmtime(SYMBOLIC_DUMP) < since:
-        return
     dump = onnx.load(SYMBOLIC_DUMP, load_external_data=False)
     for location in {e.value for t in dump.graph.initializer for e in t.external_data if e.key == "location"}:
         with contextlib.suppress(OSError):
